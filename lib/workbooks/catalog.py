@@ -1,0 +1,109 @@
+"""The query catalog: every PromQL expression a runbook uses, under a logical name.
+
+Defaults live in ``queries.yaml`` beside this module. A team maps its own metric names under
+``queries:`` in its config file; notebooks only ever name a query. ``{placeholders}`` are filled
+from the alert's labels, escaped for a PromQL string literal, so a label value can never change
+the shape of a query.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from workbooks.errors import ConfigError, QueryFailedError
+
+# `{name}` with an identifier inside; PromQL's own braces always hold a matcher (`{a="b"}`).
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogQuery:
+    name: str
+    query: str
+    title: str
+    unit: str | None = None
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(_PLACEHOLDER.findall(self.query)))
+
+    def render(self, values: Mapping[str, Any]) -> str:
+        """The PromQL text with every placeholder filled; a missing one is a clear error."""
+        missing = [name for name in self.placeholders if name not in values]
+        if missing:
+            raise QueryFailedError(
+                f"query {self.name!r} needs {', '.join(missing)}, which the alert's labels do not "
+                f"carry; pass it: incident.query({self.name!r}, {missing[0]}=...)"
+            )
+        return _PLACEHOLDER.sub(lambda match: _escape(values[match.group(1)]), self.query)
+
+    def render_title(self, values: Mapping[str, Any]) -> str:
+        return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), self.title)
+
+
+def _escape(value: Any) -> str:
+    """A value safe inside a double-quoted PromQL string (and harmless as a number)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Catalog:
+    """Logical query names to PromQL, defaults overlaid by a config's ``queries:`` block."""
+
+    def __init__(self, entries: Mapping[str, CatalogQuery]) -> None:
+        self._entries = dict(entries)
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None) -> Catalog:
+        entries = dict(_defaults())
+        for name, override in (overrides or {}).items():
+            base = entries.get(name)
+            if isinstance(override, str):
+                override = {"query": override}
+            if not isinstance(override, Mapping) or not set(override) <= {"query", "title", "unit"}:
+                raise ConfigError(
+                    f"queries.{name} in the config must be a PromQL string or a mapping with "
+                    "query, title and unit"
+                )
+            if base is None:
+                if "query" not in override:
+                    raise ConfigError(f"queries.{name} is new, so it needs a query")
+                base = CatalogQuery(name=name, query="", title=name)
+            entries[name] = replace(base, **{k: str(v) for k, v in override.items()})
+        return cls(entries)
+
+    def __getitem__(self, name: str) -> CatalogQuery:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries))
+            raise QueryFailedError(
+                f"no query named {name!r} in the catalog; known: {known}"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+
+@cache
+def _defaults() -> dict[str, CatalogQuery]:
+    text = resources.files("workbooks").joinpath("queries.yaml").read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    return {
+        name: CatalogQuery(
+            name=name,
+            query=" ".join(str(entry["query"]).split()),
+            title=str(entry.get("title", name)),
+            unit=entry.get("unit"),
+        )
+        for name, entry in raw.items()
+    }

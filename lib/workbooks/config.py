@@ -1,0 +1,177 @@
+"""Configuration: one YAML file plus ``WORKBOOKS_*`` environment variables, read here only.
+
+Where the file is: ``--config``, else ``$WORKBOOKS_CONFIG``, else ``./workbooks.yaml`` when present.
+Environment variables win over the file:
+
+==================================  ===================================================
+``WORKBOOKS_PROMETHEUS_URL``        Prometheus base URL (no credentials in it)
+``WORKBOOKS_PROMETHEUS_TOKEN``      bearer token
+``WORKBOOKS_PROMETHEUS_USERNAME``   basic auth user (with ``..._PASSWORD``)
+``WORKBOOKS_PROMETHEUS_PASSWORD``   basic auth password
+``WORKBOOKS_PROMETHEUS_HEADERS``    extra headers, a JSON object
+``WORKBOOKS_PROMETHEUS_CA_BUNDLE``  CA bundle file for TLS verification
+``WORKBOOKS_PROMETHEUS_VERIFY``     ``false`` turns TLS verification off
+``WORKBOOKS_PROMETHEUS_TIMEOUT``    seconds per request (default 10)
+``WORKBOOKS_ARCHIVE``               archive folder (default ``./archive``)
+``WORKBOOKS_NOTEBOOKS``             folder of runbook notebooks (default: the project's)
+``WORKBOOKS_NOW``                   pin "now" (ISO 8601 UTC): for reproductions and tests
+==================================  ===================================================
+
+Credentials live here and in the environment, never in notebook parameters: papermill writes
+parameters into the archived artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from workbooks.errors import ConfigError
+
+ENV_PREFIX = "WORKBOOKS_"
+DEFAULT_CONFIG_FILE = "workbooks.yaml"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PrometheusSettings(_Model):
+    url: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    bearer_token: str | None = Field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    max_points: int = Field(default=1000, ge=10, le=11000)
+    min_step_seconds: int = Field(default=30, ge=1)
+
+
+class Escalation(_Model):
+    """Who to call; shown in every workbook's Escalation section, used by notifications."""
+
+    primary: str = "ML Engineering Team"
+    secondary: str = "DevOps Team"
+    escalation: str = "Engineering Manager"
+    slack: str = "#mobile-ml-alerts"
+    pagerduty: str = "mobile-ml-oncall"
+    email: str = "ml-team@company.com"
+    escalate_after_minutes: int = 30
+
+
+class Config(_Model):
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    archive: str = "archive"
+    notebooks: str | None = None
+    escalation: Escalation = Field(default_factory=Escalation)
+    queries: dict[str, Any] = Field(default_factory=dict)
+    cell_timeout_seconds: float = Field(default=120.0, gt=0)
+    run_timeout_seconds: float = Field(default=600.0, gt=0)
+    now: datetime | None = None
+
+    @property
+    def archive_dir(self) -> Path:
+        return Path(self.archive)
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return Path(self.notebooks) if self.notebooks else PROJECT_ROOT / "notebooks"
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    def get(name: str) -> str | None:
+        value = env.get(ENV_PREFIX + name)
+        return value if value not in (None, "") else None
+
+    prometheus: dict[str, Any] = {}
+    for name, key in (
+        ("PROMETHEUS_URL", "url"),
+        ("PROMETHEUS_TOKEN", "bearer_token"),
+        ("PROMETHEUS_USERNAME", "username"),
+        ("PROMETHEUS_PASSWORD", "password"),
+        ("PROMETHEUS_CA_BUNDLE", "ca_bundle"),
+        ("PROMETHEUS_TIMEOUT", "timeout_seconds"),
+    ):
+        if (value := get(name)) is not None:
+            prometheus[key] = value
+    if (verify := get("PROMETHEUS_VERIFY")) is not None:
+        prometheus["verify_tls"] = verify.lower() not in ("0", "false", "no", "off")
+    if (headers := get("PROMETHEUS_HEADERS")) is not None:
+        try:
+            prometheus["headers"] = json.loads(headers)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{ENV_PREFIX}PROMETHEUS_HEADERS must be a JSON object such as "
+                f'{{"X-Scope-OrgID": "team-a"}}: {exc}'
+            ) from exc
+    top: dict[str, Any] = {"prometheus": prometheus} if prometheus else {}
+    for name, key in (("ARCHIVE", "archive"), ("NOTEBOOKS", "notebooks"), ("NOW", "now")):
+        if (value := get(name)) is not None:
+            top[key] = value
+    return top
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration from the file (if any) with the environment on top."""
+    env = os.environ if env is None else env
+    file_path = path or env.get(ENV_PREFIX + "CONFIG")
+    if file_path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        file_path = DEFAULT_CONFIG_FILE
+    data: dict[str, Any] = {}
+    if file_path is not None:
+        try:
+            loaded = yaml.safe_load(Path(file_path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {file_path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"the config file {file_path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"the config file {file_path} must hold a mapping at the top")
+        data = loaded or {}
+    data = _merge(data, _env_overrides(env))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        origin = f"the config file {file_path}" if file_path else "the environment"
+        raise ConfigError(f"bad setting {where} in {origin}: {error['msg']}") from exc
+
+
+@lru_cache(maxsize=1)
+def _cached() -> Config:
+    return load_config()
+
+
+def current_config() -> Config:
+    """The process's configuration, read once (notebook cells call this many times)."""
+    return _cached()
+
+
+def now(config: Config | None = None) -> datetime:
+    """The investigation's "now": real UTC time unless pinned with WORKBOOKS_NOW."""
+    pinned = (config or current_config()).now
+    if pinned is not None:
+        return pinned if pinned.tzinfo else pinned.replace(tzinfo=UTC)
+    return datetime.now(UTC)

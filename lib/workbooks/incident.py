@@ -1,0 +1,409 @@
+"""The in-notebook facade: one ``Incident`` per executed workbook.
+
+A runbook notebook opens it from its parameters, asks it for named catalog queries (current
+window plus the same window ``baseline`` earlier), records findings, and shows charts. Everything
+the notebook read is saved as evidence beside it. A source that is down or a query without data
+becomes a finding, never a crash, so an unattended run still archives what it could see.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbooks import charts
+from workbooks.catalog import Catalog
+from workbooks.config import Config, current_config, now
+from workbooks.errors import ConfigError, SourceError, SourceUnavailableError, WorkbooksError
+from workbooks.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
+from workbooks.sources import (
+    EvidenceWriter,
+    Source,
+    Window,
+    choose_step,
+    empty_frame,
+    open_source,
+    utc,
+)
+
+EVIDENCE_ENV = "WORKBOOKS_EVIDENCE_DIR"
+
+
+def parse_duration(text: str | timedelta) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d``, ``1w`` (or a timedelta) as a timedelta."""
+    if isinstance(text, timedelta):
+        return text
+    try:
+        value = pd.Timedelta(str(text).strip().replace("w", "W"))
+    except ValueError as exc:
+        raise ConfigError(f"{text!r} is not a duration; write it like 30m, 2h or 1d") from exc
+    if value <= pd.Timedelta(0):
+        raise ConfigError(f"{text!r} must be a positive duration")
+    return value.to_pytimedelta()
+
+
+def _display(*objects: Any, raw: bool = False) -> None:
+    from IPython.display import display
+
+    display(*objects, raw=raw)
+
+
+def _markdown(text: str) -> None:
+    _display({"text/markdown": text}, raw=True)
+
+
+@dataclass
+class QueryResult:
+    """One catalog query over the incident window, and the same window ``baseline`` earlier.
+
+    ``baseline`` timestamps are already shifted onto the current window, so they overlay.
+    """
+
+    name: str
+    title: str
+    query: str
+    unit: str | None
+    window: Window
+    step_seconds: int
+    current: pd.DataFrame = field(default_factory=empty_frame)
+    baseline: pd.DataFrame | None = None
+    error: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.current.empty
+
+
+class Incident:
+    """What a workbook knows about the alert, and its way to the metrics and the findings."""
+
+    def __init__(
+        self,
+        *,
+        runbook: str,
+        alert_name: str,
+        severity: str = "warning",
+        status: str = "firing",
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        starts_at: str | datetime,
+        ends_at: str | datetime | None = "",
+        group_key: str = "",
+        fingerprints: Sequence[str] = (),
+        lookback: str | timedelta = "2h",
+        baseline: str | timedelta = "1d",
+        source: str = "demo",
+        config: Config | None = None,
+    ) -> None:
+        self.runbook = runbook
+        self.alert_name = alert_name
+        self.severity = severity
+        self.status = status
+        self.labels = dict(labels or {})
+        self.annotations = dict(annotations or {})
+        self.starts_at = utc(starts_at)
+        self.ends_at = utc(ends_at) if ends_at else None
+        self.group_key = group_key
+        self.fingerprints = list(fingerprints)
+        self.lookback = parse_duration(lookback)
+        self.baseline_offset = parse_duration(baseline)
+        self.config = config or current_config()
+        self.catalog = Catalog.load(self.config.queries)
+        self.findings: list[Finding] = []
+        self._source_spec = source
+        self._source: Source | None = None
+        self._source_error: str | None = None
+        self._evidence: EvidenceWriter | None = None
+        self._open_source()
+        self.window = self._window()
+        self.step_seconds = choose_step(
+            self.window,
+            max_points=self.config.prometheus.max_points,
+            min_step_seconds=self.config.prometheus.min_step_seconds,
+        )
+
+    # --- set-up -------------------------------------------------------------------------------
+    def _open_source(self) -> None:
+        try:
+            self._source = open_source(
+                self._source_spec, runbook=self.runbook, settings=self.config.prometheus
+            )
+        except WorkbooksError as exc:
+            self._source_error = str(exc)
+            self.record(
+                Finding(
+                    severity="critical",
+                    title="The metrics source could not be opened",
+                    detail=str(exc),
+                    subject={"source": str(self._source_spec)},
+                    recommendation="Fix the source and run the workbook again (workbook replay "
+                    "or workbook run); nothing below is based on data.",
+                ),
+                show=False,
+            )
+
+    def _window(self) -> Window:
+        recorded = getattr(self._source, "window", None)
+        if recorded is not None:
+            return recorded
+        end = self.ends_at or now(self.config)
+        start = self.starts_at - self.lookback
+        return Window(start, max(end, self.starts_at + timedelta(minutes=5)))
+
+    @property
+    def source_description(self) -> str:
+        return getattr(self._source, "description", str(self._source_spec))
+
+    @property
+    def service(self) -> str:
+        return self.labels.get("service", "")
+
+    def _evidence_writer(self) -> EvidenceWriter | None:
+        if self._evidence is None:
+            folder = os.environ.get(EVIDENCE_ENV, "evidence")
+            if folder.lower() in ("", "off", "none"):
+                return None
+            self._evidence = EvidenceWriter(
+                Path(folder), window=self.window, source=self.source_description
+            )
+        return self._evidence
+
+    # --- queries ------------------------------------------------------------------------------
+    def query(
+        self, name: str, *, promql: str | None = None, baseline: bool = True, **values: Any
+    ) -> QueryResult:
+        """Run catalog query ``name`` (or ``promql`` by hand) on the window and its baseline.
+
+        ``values`` fill placeholders beyond the alert's labels (``quantile=0.99``). No data, a
+        failed query or an unreachable source are recorded as findings and give an empty result.
+        """
+        entry = self.catalog[name]
+        placeholders = {**self.labels, **values}
+        title = entry.render_title(placeholders)
+        result = QueryResult(
+            name=name,
+            title=title,
+            query=promql or "",
+            unit=entry.unit,
+            window=self.window,
+            step_seconds=self.step_seconds,
+        )
+        try:
+            result.query = promql or entry.render(placeholders)
+        except WorkbooksError as exc:
+            return self._failed(result, exc)
+        if self._source is None:
+            result.error = self._source_error
+            return result
+        roles = [("current", self.window)]
+        if baseline:
+            roles.append(("baseline", self.window.shifted(self.baseline_offset)))
+        for role, window in roles:
+            try:
+                frame = self._source.range_query(
+                    self._evidence_key(name, values),
+                    result.query,
+                    window,
+                    self.step_seconds,
+                    role=role,
+                )
+            except SourceUnavailableError as exc:
+                self._source_error = str(exc)
+                self._source = None
+                self.record(
+                    Finding(
+                        severity="critical",
+                        title="The metrics source is unreachable",
+                        detail=f"{exc} The findings below are incomplete.",
+                        subject={"source": self.source_description},
+                        recommendation="Check Prometheus, then re-run this workbook "
+                        "(workbook run ... --prometheus URL).",
+                    )
+                )
+                result.error = str(exc)
+                return result
+            except SourceError as exc:
+                return self._failed(result, exc)
+            if writer := self._evidence_writer():
+                writer.save(
+                    name=self._evidence_key(name, values),
+                    role=role,
+                    query=result.query,
+                    window=window,
+                    step_seconds=self.step_seconds,
+                    frame=frame,
+                )
+            if role == "current":
+                result.current = frame
+            else:
+                result.baseline = _shift(frame, self.baseline_offset)
+        self._describe_query(result)
+        if result.empty:
+            self.record(
+                Finding(
+                    severity="warning",
+                    title=f"No data for {name}",
+                    detail=f"no data for {name}: {result.query}",
+                    subject={"query": name},
+                    recommendation="Check that the metric exists under this name and labels "
+                    "(override the query in the config's 'queries:' block if it is named "
+                    "differently).",
+                )
+            )
+        return result
+
+    @staticmethod
+    def _evidence_key(name: str, values: Mapping[str, Any]) -> str:
+        if not values:
+            return name
+        return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(values.items())) + "]"
+
+    def _failed(self, result: QueryResult, exc: Exception) -> QueryResult:
+        result.error = str(exc)
+        self.record(
+            Finding(
+                severity="warning",
+                title=f"Query {result.name} failed",
+                detail=str(exc),
+                subject={"query": result.name},
+                recommendation="Fix the query in the config's 'queries:' block or in this cell.",
+            )
+        )
+        return result
+
+    def _describe_query(self, result: QueryResult) -> None:
+        series = (
+            len(result.current.drop(columns=["timestamp", "value"]).drop_duplicates())
+            if not result.empty
+            else 0
+        )
+        _markdown(
+            f"<details><summary><code>{result.name}</code>: {series} series, step "
+            f"{result.step_seconds}s</summary>\n\n```promql\n{result.query}\n```\n</details>"
+        )
+
+    # --- findings and display -----------------------------------------------------------------
+    def record(self, *findings: Finding, show: bool = True) -> None:
+        for finding in findings:
+            self.findings.append(finding)
+            if show:
+                _display(finding.mime_bundle(), raw=True)
+
+    def show(self, figure: Any) -> None:
+        """Show a chart in the notebook and free it (figures left open pile up)."""
+        import matplotlib.pyplot as plt
+
+        _display(figure)
+        plt.close(figure)
+
+    def chart_title(self, text: str) -> str:
+        subject = ", ".join(f"{k}={v}" for k, v in self.labels.items() if k != "alertname")
+        return f"{text}\n{self.alert_name} · {subject}" if subject else f"{text}\n{self.alert_name}"
+
+    def describe(self) -> None:
+        """Section 1: the alert in a table, and the pending findings (a source that failed)."""
+        firing_for = self.window.end - self.starts_at
+        rows = [
+            ("alert", self.alert_name),
+            ("severity", self.severity),
+            ("status", self.status),
+            ("started", f"{self.starts_at:%Y-%m-%d %H:%M:%S} UTC"),
+            (
+                "ended" if self.ends_at else "firing for",
+                f"{self.ends_at:%Y-%m-%d %H:%M:%S} UTC" if self.ends_at else _human(firing_for),
+            ),
+            ("window", self._window_text()),
+            ("source", self.source_description),
+            *((f"label `{k}`", v) for k, v in self.labels.items()),
+            *((f"annotation `{k}`", v) for k, v in self.annotations.items()),
+        ]
+        table = "| | |\n|---|---|\n" + "\n".join(
+            f"| {key} | {_cell(value)} |" for key, value in rows
+        )
+        _markdown(table)
+        for finding in self.findings:
+            _display(finding.mime_bundle(), raw=True)
+
+    def _window_text(self) -> str:
+        return (
+            f"{self.window.start:%H:%M} to {self.window.end:%H:%M} UTC (lookback "
+            f"{_human(self.lookback)}, baseline {_human(self.baseline_offset)} earlier)"
+        )
+
+    def summary(self, *, limit: int = 5) -> None:
+        """The Summary: top findings, worst first (the runner copies it to the top)."""
+        _display(
+            {
+                "text/markdown": summary_markdown(self.findings, limit=limit),
+                SUMMARY_MIME: [finding.to_dict() for finding in ranked(self.findings)[:limit]],
+            },
+            raw=True,
+        )
+
+    def escalation(self) -> None:
+        contacts = self.config.escalation
+        critical = any(f.severity == "critical" for f in self.findings)
+        when = (
+            f"**Escalate now** if this is still critical after {contacts.escalate_after_minutes} "
+            "minutes of work, or users are affected and no cause is named above."
+            if critical
+            else "No critical finding: escalate only if the alert keeps firing or users report "
+            "impact."
+        )
+        _markdown(
+            f"{when}\n\n| role | who |\n|---|---|\n| primary | {contacts.primary} |\n"
+            f"| secondary | {contacts.secondary} |\n| escalation | {contacts.escalation} |\n"
+            f"| Slack | {contacts.slack} |\n| PagerDuty | {contacts.pagerduty} |\n"
+            f"| e-mail | {contacts.email} |"
+        )
+
+    def timeseries(self, result: QueryResult, *, by: str | None = None, **options: Any) -> None:
+        """Chart a result against its baseline with the alert start marked, or say no data."""
+        if result.empty:
+            self.show(charts.no_data(result.title, f"no data for {result.name}: {result.query}"))
+            return
+        self.show(
+            charts.timeseries(
+                result.current,
+                baseline=result.baseline,
+                by=by,
+                title=self.chart_title(result.title),
+                unit=result.unit,
+                alert_start=pd.Timestamp(self.starts_at),
+                **options,
+            )
+        )
+
+
+def _shift(frame: pd.DataFrame, offset: timedelta) -> pd.DataFrame:
+    shifted = frame.copy()
+    if len(shifted):
+        shifted["timestamp"] = shifted["timestamp"] + pd.Timedelta(offset)
+    return shifted
+
+
+def _human(duration: timedelta) -> str:
+    minutes = int(duration.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h"
+
+
+def _cell(value: Any) -> str:
+    import html
+
+    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def open_incident(runbook: str, **parameters: Any) -> Incident:
+    """The notebook's entry point: ``incident = open_incident("high-latency", alert_name=...)``."""
+    return Incident(runbook=runbook, **parameters)
