@@ -124,14 +124,9 @@ def summary_markdown(
         return f"## {heading}\n\nNo findings were recorded."
     lines = [f"## {heading}", ""]
     for finding in top[:limit]:
-        number = ""
-        if finding.observed is not None:
-            number = f" ({format_value(finding.observed, finding.unit)}"
-            if finding.baseline is not None:
-                number += f" vs {format_value(finding.baseline, finding.unit)} baseline"
-            number += ")"
+        # Titles carry the number that backs them ("rose 4.2x (0.9 s → 3.8 s)").
         icon = _SEVERITY_ICON[finding.severity]
-        title = _escape(finding.title + number)
+        title = _escape(finding.title)
         lines.append(f"- {icon} **{finding.severity}**: {title}")
     if len(top) > limit:
         lines.append(f"- … and {len(top) - limit} more below")

@@ -29,6 +29,7 @@ from workbooks.sources import (
     choose_step,
     empty_frame,
     open_source,
+    series_count,
     utc,
 )
 
@@ -278,11 +279,7 @@ class Incident:
         return result
 
     def _describe_query(self, result: QueryResult) -> None:
-        series = (
-            len(result.current.drop(columns=["timestamp", "value"]).drop_duplicates())
-            if not result.empty
-            else 0
-        )
+        series = series_count(result.current)
         _markdown(
             f"<details><summary><code>{result.name}</code>: {series} series, step "
             f"{result.step_seconds}s</summary>\n\n```promql\n{result.query}\n```\n</details>"
@@ -294,6 +291,9 @@ class Incident:
             self.findings.append(finding)
             if show:
                 _display(finding.mime_bundle(), raw=True)
+
+    def markdown(self, text: str) -> None:
+        _markdown(text)
 
     def show(self, figure: Any) -> None:
         """Show a chart in the notebook and free it (figures left open pile up)."""
@@ -402,8 +402,3 @@ def _cell(value: Any) -> str:
     import html
 
     return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")
-
-
-def open_incident(runbook: str, **parameters: Any) -> Incident:
-    """The notebook's entry point: ``incident = open_incident("high-latency", alert_name=...)``."""
-    return Incident(runbook=runbook, **parameters)

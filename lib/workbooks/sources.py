@@ -70,6 +70,14 @@ def empty_frame() -> pd.DataFrame:
     )
 
 
+def series_count(frame: pd.DataFrame) -> int:
+    """How many series a long frame holds (one when it carries no labels)."""
+    if frame.empty:
+        return 0
+    labels = [column for column in frame.columns if column not in ("timestamp", "value")]
+    return len(frame[labels].drop_duplicates()) if labels else 1
+
+
 def frame_from_matrix(result: list[dict[str, Any]]) -> pd.DataFrame:
     """Prometheus's matrix result as a long frame (no data gives an empty frame, not an error)."""
     if not result:
@@ -246,9 +254,7 @@ class EvidenceWriter:
             "end": window.end.isoformat(),
             "step_seconds": step_seconds,
             "file": file_name,
-            "series": len(frame.drop(columns=["timestamp", "value"]).drop_duplicates())
-            if len(frame)
-            else 0,
+            "series": series_count(frame),
             "points": len(frame),
         }
         entries = [e for e in self._manifest["entries"] if (e["name"], e["role"]) != (name, role)]

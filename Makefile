@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (see README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint system-deps benchmark clean
+
+$(BIN)/workbook: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+setup: $(BIN)/workbook  ## a virtualenv with the package and its test tools
+
+demo: setup  ## run the high-latency workbook on its bundled demo incident, offline
+	$(BIN)/workbook demo
+
+system-deps:  ## Debian's prometheus, promtool and prometheus-alertmanager for the real-service tests
+	scripts/install-system-deps
+
+lint: setup
+	$(BIN)/ruff check lib tests scripts benchmarks
+	$(BIN)/ruff format --check lib tests scripts benchmarks
+
+test: setup system-deps lint  ## every test: units, notebooks as stored (nbval), end to end on a real Prometheus
+	$(BIN)/pytest
+
+benchmark: setup system-deps
+	$(BIN)/python benchmarks/alert_to_artifact.py
+
+clean:
+	rm -rf $(VENV) archive .pytest_cache

@@ -1,0 +1,54 @@
+"""Incident Workbooks: parameterized Jupyter runbooks, run from alerts, archived as evidence.
+
+Notebooks call :func:`open_incident`; everything else is reached through its modules
+(``workbooks.runner``, ``workbooks.archive``, ``workbooks.cli``). Importing the package is cheap:
+pandas and matplotlib load only when an incident is opened.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from workbooks.errors import (
+    ArchiveError,
+    BadAlertError,
+    ConfigError,
+    EvidenceMissingError,
+    QueryFailedError,
+    RunFailedError,
+    SourceError,
+    SourceUnavailableError,
+    UnknownRunbookError,
+    WorkbooksError,
+)
+
+if TYPE_CHECKING:
+    from workbooks.incident import Incident
+
+try:
+    __version__ = version("incident-workbooks")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ArchiveError",
+    "BadAlertError",
+    "ConfigError",
+    "EvidenceMissingError",
+    "QueryFailedError",
+    "RunFailedError",
+    "SourceError",
+    "SourceUnavailableError",
+    "UnknownRunbookError",
+    "WorkbooksError",
+    "__version__",
+    "open_incident",
+]
+
+
+def open_incident(runbook: str, **parameters: Any) -> Incident:
+    """A notebook's entry point: its parameters in, an :class:`Incident` out."""
+    from workbooks.incident import Incident
+
+    return Incident(runbook=runbook, **parameters)

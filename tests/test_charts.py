@@ -1,0 +1,204 @@
+"""Charts render headless to modest PNGs and carry the context a reader looks for."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from nbclient import NotebookClient
+
+from workbooks.analysis import changes, find_onset, series_of, top_contributors
+from workbooks.charts import no_data, ranked_bars, timeseries, to_png
+
+GiB = 2**30
+MINUTES = pd.date_range("2026-11-02T08:00:00Z", periods=120, freq="min")
+ALERT = MINUTES[75]  # 09:15 UTC
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")  # charts never use pyplot; this guards against a regression that would
+
+
+def long_frame(columns: dict[str, np.ndarray], label: str = "route") -> pd.DataFrame:
+    parts = [pd.DataFrame({"timestamp": MINUTES, label: k, "value": v}) for k, v in columns.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def latency_incident() -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(1)
+    current = {
+        "/v1/chat": 0.2 + rng.normal(0, 0.01, 120),
+        "/v1/vision": np.r_[np.full(70, 0.3), np.full(50, 0.9)] + rng.normal(0, 0.02, 120),
+        "/v1/audio": 0.15 + rng.normal(0, 0.01, 120),
+    }
+    baseline = {route: 0.2 + rng.normal(0, 0.01, 120) for route in current}
+    return long_frame(current), long_frame(baseline)
+
+
+def rollout() -> pd.DataFrame:
+    rows = [
+        (when, instance, "2.4.0" if minute >= switch else "2.3.1", 1.0)
+        for minute, when in enumerate(MINUTES)
+        for instance, switch in (("api-1", 66), ("api-2", 69), ("api-3", 999))
+    ]
+    return pd.DataFrame(rows, columns=["timestamp", "instance", "model_version", "value"])
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", png[16:24])
+
+
+def line_labels(figure: Figure) -> list[str]:
+    return [line.get_label() for line in figure.axes[0].get_lines()]
+
+
+def legend_texts(figure: Figure) -> list[str]:
+    return [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+
+
+def test_timeseries_shows_series_baseline_alert_onset_limit_and_deploys():
+    current, baseline = latency_incident()
+    onset = find_onset(series_of(current, route="/v1/vision"))
+    figure = timeseries(
+        current,
+        baseline=baseline,
+        by="route",
+        title="p99 latency by route",
+        subtitle="HighLatency service=inference-api severity=warning",
+        unit="seconds",
+        alert_start=ALERT,
+        onset=onset,
+        limit=1.0,
+        limit_label="SLO",
+        markers=changes(rollout(), label="model_version"),
+    )
+    labels = line_labels(figure)
+    assert "alert fired 09:15 UTC" in labels
+    assert "onset 09:10 UTC" in labels
+    assert "SLO (1,000 ms)" in labels
+    assert "2.4.0 on api-1" in labels and "2.4.0 on api-2" in labels
+    assert "/v1/vision (baseline)" in labels
+    assert {"/v1/chat", "/v1/vision", "/v1/audio", "baseline (dashed)"} <= set(legend_texts(figure))
+    ax = figure.axes[0]
+    assert ax.get_ylabel() == "ms" and "UTC" in ax.get_xlabel()
+    assert ax.get_title(loc="left") == "p99 latency by route"
+    png = to_png(figure)
+    assert png_size(png) == (900, 350)
+    assert len(png) < 120_000
+
+
+def test_timeseries_keeps_the_top_series_by_last_value_and_says_so():
+    rng = np.random.default_rng(3)
+    memory = {
+        f"api-{i:02d}": (2 + 0.3 * i) * GiB + rng.normal(0, 0.01 * GiB, 120) for i in range(12)
+    }
+    figure = timeseries(
+        long_frame(memory, "instance"),
+        title="RSS by instance",
+        unit="bytes",
+        limit=16 * GiB,
+        limit_label="container limit",
+        max_series=8,
+    )
+    legend = figure.axes[0].get_legend()
+    assert legend.get_title().get_text() == "top 8 of 12 by last value"
+    assert legend_texts(figure)[0] == "api-11"  # highest last value first
+    assert "api-00" not in legend_texts(figure)
+    assert "container limit (16 GiB)" in line_labels(figure)
+    assert figure.axes[0].get_ylabel() == "GiB"
+    assert len(to_png(figure)) < 120_000
+
+
+def test_many_noisy_series_still_make_a_modest_png():
+    rng = np.random.default_rng(0)
+    noisy = long_frame({f"/v1/route-{i}": rng.random(120) for i in range(10)})
+    png = to_png(timeseries(noisy, title="requests by route", unit="req/s", alert_start=ALERT))
+    assert png_size(png) == (900, 350)
+    assert len(png) < 120_000  # stored with a palette past 100 kB
+
+
+def test_timeseries_of_one_series_with_a_naive_alert_time():
+    error_ratio = pd.Series(np.r_[np.full(60, 0.001), np.full(60, 0.05)], index=MINUTES, name="5xx")
+    figure = timeseries(
+        error_ratio,
+        baseline=error_ratio * 0 + 0.001,
+        title="error ratio",
+        unit="ratio",
+        alert_start=ALERT.tz_localize(None),  # naive is read as UTC
+    )
+    assert "alert fired 09:15 UTC" in line_labels(figure)
+    assert legend_texts(figure)[0] == "5xx"
+    assert figure.axes[0].get_ylabel() == "%"
+    assert png_size(to_png(figure)) == (900, 350)
+
+
+def test_timeseries_leaves_out_lines_outside_the_window():
+    current, _ = latency_incident()
+    figure = timeseries(current, title="t", alert_start=MINUTES[0] - pd.Timedelta("3h"))
+    assert not any(label.startswith("alert fired") for label in line_labels(figure))
+
+
+def test_timeseries_of_an_empty_result_is_the_no_data_placeholder():
+    empty = pd.DataFrame({"timestamp": pd.Series(dtype="datetime64[ns, UTC]"), "value": []})
+    figure = timeseries(empty, title="queue depth")
+    assert any("no data for queue depth" in t.get_text() for t in figure.axes[0].texts)
+
+
+def test_ranked_bars_highlights_the_culprit_against_the_baseline_line():
+    current, baseline = latency_incident()
+    table = top_contributors(current, baseline, by="route", since=MINUTES[70])
+    figure = ranked_bars(table, label="route", title="Which route slowed", highlight="/v1/vision")
+    ax = figure.axes[0]
+    bars = ax.patches
+    assert len(bars) == 3
+    top_bar = min(bars, key=lambda bar: bar.get_y())  # y axis inverted: first row at top
+    assert top_bar.get_facecolor() != bars[1].get_facecolor()
+    assert ax.get_yticklabels()[0].get_text() == "/v1/vision"
+    assert "baseline (1.0x)" in line_labels(figure)
+    assert any(text.get_text() == "4.5x" for text in ax.texts)
+    png = to_png(figure)
+    assert png_size(png)[0] == 900 and len(png) < 120_000
+
+
+def test_ranked_bars_lists_a_label_value_without_baseline():
+    table = pd.DataFrame(
+        {"model_version": ["2.3.1", "2.4.0"], "ratio": [1.1, float("nan")]},
+    )
+    figure = ranked_bars(table, label="model_version", title="by version")
+    assert any(text.get_text() == "no baseline" for text in figure.axes[0].texts)
+    to_png(figure)
+
+
+def test_no_data_says_so_visibly():
+    figure = no_data("Queue depth", "no data for queue_depth: sum(inference_queue_depth)")
+    assert any(t.get_text().startswith("no data for queue_depth") for t in figure.axes[0].texts)
+    width, height = png_size(to_png(figure))
+    assert width == 900 and height < 350
+
+
+@pytest.mark.slow
+def test_a_chart_displays_exactly_once_in_a_real_kernel():
+    """The inline backend shows pyplot figures by itself; ours must appear once, as PNG."""
+    root = Path(__file__).resolve().parents[1]
+    source = (
+        "import pandas as pd\n"
+        "from workbooks.charts import timeseries\n"
+        "index = pd.date_range('2026-11-02T08:00Z', periods=5, freq='min')\n"
+        "timeseries(pd.Series([1.0, 2, 3, 2, 1], index=index), title='demo')"
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    NotebookClient(
+        notebook, kernel_name="python3", resources={"metadata": {"path": str(root)}}
+    ).execute()
+    outputs = notebook.cells[0].outputs
+    assert [output.output_type for output in outputs] == ["execute_result"]
+    assert "image/png" in outputs[0].data
