@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import pytest
 
-from promfixture import PrometheusServer, prometheus_available, start_prometheus
+from workbooks.lab import PrometheusServer, prometheus_available, start_prometheus
 from workbooks.scenarios import (
     CAUSES,
     INSTANCES,

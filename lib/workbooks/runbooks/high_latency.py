@@ -337,8 +337,9 @@ def where(
                 severity=severity if not explained else "warning",
                 title=(
                     f"p99 of {label}{'s' if len(culprits.values) > 1 else ''} "
-                    f"{join(culprits.values)} rose {ratio_text(culprits.ratio)} "
-                    f"over its baseline ({change_text(current, baseline, 'seconds')}){when}; other "
+                    f"{join(culprits.values)} rose {ratio_text(culprits.ratio)} over "
+                    f"{'their' if len(culprits.values) > 1 else 'its'} baseline "
+                    f"({change_text(current, baseline, 'seconds')}){when}; other "
                     f"{label}s {ratio_text(culprits.others_ratio)}"
                     + (" (the rollout above)" if explained else "")
                 ),

@@ -1,5 +1,7 @@
 """A real Prometheus (the Debian package's binary) serving backfilled synthetic scenarios.
 
+For the demo evidence, the benchmarks and the tests: nothing here runs in a workbook.
+
     server = start_prometheus([make_scenario("high-latency", "slow_route")], tmp_path)
     try:
         server.query('up{service="inference-api"}')

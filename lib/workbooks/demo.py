@@ -1,0 +1,100 @@
+"""The bundled demo incidents: one per runbook, recorded from a real Prometheus.
+
+Each demo is a synthetic scenario (``workbooks.scenarios``) backfilled into Prometheus with
+``promtool``; its runbook notebook runs against that Prometheus with "now" pinned to the end of
+the scenario, and the evidence it saved is what ``source="demo"`` replays offline. A test
+records them again and compares (``tests/test_demo.py``); ``scripts/record-demo`` rewrites them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+from workbooks.scenarios import Scenario, make_scenario
+
+DEMO_ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
+
+# runbook -> the scenario its demo shows (the culprit is never the largest absolute value)
+DEMO_SCENARIOS: dict[str, Scenario] = {
+    "high-latency": make_scenario("high-latency", "bad_version", seed=7, onset=DEMO_ONSET),
+    "high-memory": make_scenario("high-memory", "leak", seed=8, onset=DEMO_ONSET),
+    "accuracy-drop": make_scenario(
+        "accuracy-drop",
+        "version_regression",
+        seed=9,
+        onset=DEMO_ONSET,
+        affected={"eval_set": "ocr"},
+    ),
+}
+
+
+def demo_dir(runbook: str) -> Path:
+    return Path(str(resources.files("workbooks").joinpath("demo", runbook)))
+
+
+def demo_alert_path(runbook: str) -> Path:
+    return demo_dir(runbook) / "alert.json"
+
+
+def record_demo(runbook: str, notebook: Path, target: Path) -> Path:
+    """Record ``runbook``'s demo into ``target`` (``alert.json`` and ``evidence/``).
+
+    Needs the prometheus and promtool binaries; starts and stops its own Prometheus.
+    """
+    import papermill
+
+    from workbooks.alert import parse_alert_group
+    from workbooks.lab import start_prometheus
+    from workbooks.routing import read_runbook
+    from workbooks.runner import workbook_parameters
+
+    scenario = DEMO_SCENARIOS[runbook]
+    payload = scenario.alert_payload()
+    group = parse_alert_group(payload)
+    with tempfile.TemporaryDirectory(prefix="workbooks-demo-") as scratch:
+        server = start_prometheus([scenario], Path(scratch) / "prometheus")
+        try:
+            evidence = target / "evidence"
+            shutil.rmtree(evidence, ignore_errors=True)
+            parameters = workbook_parameters(
+                read_runbook(notebook), group.alerts, group, source=server.url
+            )
+            environment = {
+                "WORKBOOKS_NOW": scenario.end.isoformat(),
+                "WORKBOOKS_EVIDENCE_DIR": str(evidence.resolve()),
+            }
+            saved = {name: os.environ.get(name) for name in environment}
+            os.environ.update(environment)  # the kernel inherits the environment
+            try:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(Path(scratch) / "recorded.ipynb"),
+                    parameters=parameters,
+                    cwd=scratch,
+                    progress_bar=False,
+                )
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+        finally:
+            server.stop()
+    _rewrite_source(evidence, runbook)
+    (target / "alert.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def _rewrite_source(evidence: Path, runbook: str) -> None:
+    """The manifest names the throwaway Prometheus it came from; say what it was instead."""
+    manifest_path = evidence / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["source"] = f"synthetic scenario {DEMO_SCENARIOS[runbook].cause!r} in Prometheus"
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
