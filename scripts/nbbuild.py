@@ -5,6 +5,7 @@ script only saves typing when a runbook is first written, and keeps the six-sect
 and the parameters cell identical across runbooks.
 
     python scripts/nbbuild.py high-latency     # rewrites notebooks/high-latency.ipynb
+    python scripts/nbbuild.py                  # every runbook, and templates/runbook.ipynb
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "scripts"))
     import runbook_specs  # type: ignore[import-not-found]
 
-    for runbook in sys.argv[1:]:
-        target = ROOT / "notebooks" / f"{runbook}.ipynb"
-        write(runbook_specs.SPECS[runbook], target)
+    for runbook in sys.argv[1:] or [*runbook_specs.SPECS, "template"]:
+        if runbook == "template":
+            spec, target = runbook_specs.TEMPLATE, ROOT / "templates" / "runbook.ipynb"
+        else:
+            spec, target = runbook_specs.SPECS[runbook], ROOT / "notebooks" / f"{runbook}.ipynb"
+        write(spec, target)
         print(f"wrote {target}")

@@ -291,6 +291,50 @@ ACCURACY_DROP: dict[str, Any] = {
     ],
 }
 
+TEMPLATE: dict[str, Any] = {
+    "runbook": "new-runbook",
+    "short_title": "New runbook",
+    "title": "New runbook: what the alert means in one line",
+    "alerts": ["NewAlertName"],
+    "group": "service",
+    "summary": "One line: what this runbook checks and what it can name as the cause.",
+    "intro": (
+        "Skeleton for a new runbook: copy to `notebooks/<runbook-id>.ipynb`, set "
+        "`metadata.workbooks` (Edit > Notebook metadata), keep the parameters cell as it is, and "
+        "put each step's logic in `lib/workbooks/runbooks/<runbook_id>.py` with a unit test. "
+        "Cells stay thin: a named catalog query, then one call that charts and records findings."
+    ),
+    "imports": "from workbooks.findings import Finding",
+    "parameters": {
+        **demo_parameters("NewAlertName", "warning", "What the alert says"),
+        "source": "prometheus",
+    },
+    "cells": [
+        (
+            "md",
+            "## 1. Alert description\n\n**What it means.** Which SLO it protects, what users "
+            "feel.\n\n**Severity.** When it is critical, when a warning.",
+        ),
+        ("code", "incident.describe()"),
+        ("md", "## 2. Immediate actions\n\n- [ ] Is it still happening?\n- [ ] Stabilize: ..."),
+        (
+            "code",
+            'rate = incident.query("request_rate")  # a catalog entry; promql="..." to edit\n'
+            "incident.timeseries(rate)",
+        ),
+        ("md", "## 3. Investigation\n\n### 3.1 First question\n\nWhat this step asks."),
+        (
+            "code",
+            "incident.record(Finding(severity='info', title='Replace with a finding from a "
+            "library step', subject={'service': incident.service}))",
+        ),
+        ("md", "## 4. Resolution steps\n\nChosen by what was found above."),
+        ("md", "## 5. Prevention\n\n- ..."),
+        ESCALATION,
+        ESCALATION_CODE,
+    ],
+}
+
 SPECS: dict[str, dict[str, Any]] = {
     "high-latency": HIGH_LATENCY,
     "high-memory": HIGH_MEMORY,

@@ -1,0 +1,211 @@
+"""The ``workbook`` command, through click's runner and the installed script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from workbooks.archive import Archive
+from workbooks.cli import main, parse_duration
+
+RUNBOOKS = Path(__file__).parent / "notebooks" / "runbooks"
+FINDINGS_KEYS = ["incident", "runbook", "status", "started_at", "finished_at", "findings"]
+
+
+def alert_payload(name: str = "HighLatency") -> dict[str, Any]:
+    return {
+        "version": "4",
+        "status": "firing",
+        "receiver": "workbooks",
+        "groupKey": f'{{}}:{{alertname="{name}"}}',
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": name, "service": "api", "severity": "critical"},
+                "annotations": {"summary": "p99 latency is high"},
+                "startsAt": "2026-11-28T14:05:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": "3f9a2c1b",
+            }
+        ],
+    }
+
+
+def invoke(archive: Path, *args: str, input: str | None = None) -> Result:
+    env = {"WORKBOOKS_NOTEBOOKS": str(RUNBOOKS), "WORKBOOKS_PROMETHEUS_URL": None}
+    return CliRunner().invoke(main, ["--archive", str(archive), *args], input=input, env=env)
+
+
+@pytest.fixture(scope="module")
+def archived(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
+    """One successful run, archived through the CLI."""
+    folder = tmp_path_factory.mktemp("cli")
+    alert = folder / "alert.json"
+    alert.write_text(json.dumps(alert_payload()))
+    evidence = folder / "evidence"
+    evidence.mkdir()
+    result = invoke(folder / "archive", "run", "--alert", str(alert), "--evidence", str(evidence))
+    return folder / "archive", result
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    commands = sorted(main.commands)
+    assert {"run", "runbooks", "list", "show", "replay", "demo"} <= set(commands)
+    for name in [None, *commands]:
+        result = CliRunner().invoke(main, [name, "--help"] if name else ["--help"])
+        assert result.exit_code == 0, name
+        assert "Example:" in result.output and "workbook " in result.output, name
+    for name, command in main.commands.items():
+        short = command.get_short_help_str(limit=45)
+        assert short and not short.endswith("..."), name
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[sys.executable, "-m", "workbooks"], [str(Path(sys.executable).parent / "workbook")]],
+)
+def test_installed_entry_points(command: list[str]) -> None:
+    result = subprocess.run(
+        [*command, "show", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "Usage: workbook show" in result.stdout
+
+
+def test_run_prints_what_ran_and_exits_0(archived: tuple[Path, Result]) -> None:
+    _, result = archived
+    assert result.exit_code == 0, result.output
+    assert "tiny-latency for HighLatency" in result.stdout and "succeeded" in result.stdout
+    assert "workbook.ipynb" in result.stdout
+    assert result.stdout.index("p99 latency above baseline") < result.stdout.index("checked")
+
+
+def test_show_json_has_exactly_the_documented_keys(archived: tuple[Path, Result]) -> None:
+    archive, _ = archived
+    run_id = Archive(archive).runs()[0].run_id
+    result = invoke(archive, "show", run_id, "--json")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert list(document) == FINDINGS_KEYS
+    assert document["runbook"] == "tiny-latency" and document["status"] == "succeeded"
+    text = invoke(archive, "show", document["incident"])
+    assert text.exit_code == 0 and "p99 latency above baseline" in text.stdout
+
+
+def test_list_and_runbooks(archived: tuple[Path, Result]) -> None:
+    archive, _ = archived
+    listed = invoke(archive, "list", "--since", "7d", "--json")
+    assert listed.exit_code == 0
+    assert [run["runbook"] for run in json.loads(listed.stdout)] == ["tiny-latency"]
+    table = invoke(archive, "list", "--runbook", "tiny-latency")
+    assert table.exit_code == 0 and "critical: p99 latency above baseline" in table.stdout
+    assert invoke(archive, "list", "--runbook", "nothing").stdout == ""
+    runbooks = invoke(archive, "runbooks", "--json")
+    assert runbooks.exit_code == 0
+    assert {r["id"] for r in json.loads(runbooks.stdout)} == {
+        "tiny-latency",
+        "tiny-broken",
+        "tiny-sleepy",
+    }
+
+
+def test_reindex(archived: tuple[Path, Result]) -> None:
+    archive, _ = archived
+    result = invoke(archive, "reindex")
+    assert result.exit_code == 0 and "indexed" in result.stdout
+    assert len(Archive(archive).runs()) >= 1
+
+
+def test_replay_is_a_new_run_of_the_incident(archived: tuple[Path, Result]) -> None:
+    archive, _ = archived
+    original = Archive(archive).runs(runbook="tiny-latency")[-1]
+    result = invoke(archive, "replay", original.run_id, "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["incident"] == original.incident_id and document["status"] == "succeeded"
+
+
+def test_a_failed_run_exits_1_and_is_archived(tmp_path: Path) -> None:
+    alert = tmp_path / "alert.json"
+    alert.write_text(json.dumps(alert_payload("HighErrorRate")))
+    result = invoke(tmp_path / "archive", "run", "--alert", str(alert), "--evidence", str(tmp_path))
+    assert result.exit_code == 1
+    assert "failed" in result.stderr and "archived all the same" in result.stderr
+    [run] = Archive(tmp_path / "archive").runs()
+    assert run.runbook == "tiny-broken" and run.status == "failed"
+    assert str(run.path) in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["run", "--alert", "-", "--evidence", "."], "{not json", "not valid JSON"),
+        (["run", "--alert", "-", "--evidence", "."], '{"version": "4"}', "bad alert field"),
+        (["run", "--alert", "missing.json", "--evidence", "."], None, "cannot read"),
+        (["run", "nope", "--alert", "alert.json", "--evidence", "."], None, "known: tiny-"),
+        (["run", "--alert", "alert.json"], None, "WORKBOOKS_PROMETHEUS_URL"),
+        (["run", "--alert", "alert.json", "--prometheus", "http://a:b@x:9"], None, "credentials"),
+        (["run", "--alert", "alert.json", "--lookback", "2 hours", "--evidence", "."], None, "30m"),
+        (["show", "no-such-run"], None, "workbook list"),
+        (["list", "--since", "7x"], None, "not a duration"),
+        (["demo", "no-such-runbook"], None, "no demo incident"),
+    ],
+)
+def test_bad_input_exits_2_and_archives_nothing(
+    tmp_path: Path, args: list[str], stdin: str | None, message: str
+) -> None:
+    (tmp_path / "alert.json").write_text(json.dumps(alert_payload()))
+    archive = tmp_path / "archive"
+    previous = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        result = invoke(archive, *args, input=stdin)
+    finally:
+        os.chdir(previous)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not list(archive.glob("*/*/run.json"))
+    assert Archive(archive).runs() == []
+
+
+def test_the_configured_prometheus_is_the_default_source(tmp_path: Path) -> None:
+    (tmp_path / "alert.json").write_text(json.dumps(alert_payload()))
+    result = CliRunner().invoke(
+        main,
+        ["--archive", str(tmp_path / "archive"), "run", "--alert", str(tmp_path / "alert.json")],
+        env={"WORKBOOKS_NOTEBOOKS": str(RUNBOOKS), "WORKBOOKS_PROMETHEUS_URL": "http://u:pw@h:9"},
+    )
+    assert result.exit_code == 0, result.output
+    [run] = Archive(tmp_path / "archive").runs()
+    assert json.loads((run.path / "evidence" / "seen.json").read_text())["source"] == "prometheus"
+    assert run.source == "http://h:9"  # what was read, never the credentials
+
+
+def test_config_file_reaches_the_command_and_is_not_leaked(tmp_path: Path) -> None:
+    config = tmp_path / "workbooks.yaml"
+    config.write_text(f"notebooks: {RUNBOOKS}\narchive: {tmp_path / 'from-config'}\n")
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "runbooks"], env={"WORKBOOKS_NOTEBOOKS": None}
+    )
+    assert result.exit_code == 0 and "tiny-latency" in result.stdout
+    assert "WORKBOOKS_CONFIG" not in os.environ
+    listed = CliRunner().invoke(main, ["--config", str(config), "list"], env={})
+    assert listed.exit_code == 0 and str(tmp_path / "from-config") in listed.stderr
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("250ms") == timedelta(milliseconds=250)
+    for bad in ("", "7", "d", "7x", "1.5h", "-2h"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
+    assert isinstance(main, click.Group)

@@ -1,0 +1,144 @@
+"""End to end: a real Prometheus with a planted incident, `workbook run`, the archived artifact.
+
+Each case plants a cause the workbook has never seen and asserts that the top finding's
+`subject` names it; a quiet control (the alert fired, nothing changed) must give no critical
+finding. Replaying the archived evidence, with no Prometheus, gives the same findings.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CASES, Case
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+
+
+def _names_cause(subject: dict[str, str], expect: dict[str, str]) -> bool:
+    """A subject names the cause when each expected label is there (lists like "api-1, api-3"
+    count when they include the value)."""
+    return all(
+        value in [part.strip() for part in subject.get(label, "").split(",")]
+        for label, value in expect.items()
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_top_finding_names_the_planted_cause(case: Case, prometheus, cli, tmp_path: Path) -> None:
+    alert = tmp_path / "alert.json"
+    alert.write_text(json.dumps(case.scenario.alert_payload()))
+    result = cli(
+        "run",
+        case.scenario.runbook,
+        "--alert",
+        str(alert),
+        "--prometheus",
+        prometheus.url,
+        "--json",
+        env={"WORKBOOKS_NOW": case.scenario.end.isoformat()},
+    )
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert report["runbook"] == case.scenario.runbook
+    assert report["status"] == "succeeded"
+    findings = report["findings"]
+    assert findings, "a run always records findings"
+    if case.expect:
+        top = findings[0]
+        assert _names_cause(top["subject"], case.expect), (
+            f"top finding {top['title']!r} about {top['subject']} does not name {case.expect}"
+        )
+        assert top["severity"] in ("critical", "warning")
+    else:
+        assert not [f for f in findings if f["severity"] == "critical"], findings
+        assert findings[0]["title"].startswith("A quiet run"), findings[0]
+
+
+def test_replay_from_archived_evidence_gives_the_same_findings(prometheus, cli, tmp_path):
+    case = next(c for c in CASES if c.id == "lat-version")
+    alert = tmp_path / "alert.json"
+    alert.write_text(json.dumps(case.scenario.alert_payload()))
+    live = cli(
+        "run",
+        "high-latency",
+        "--alert",
+        str(alert),
+        "--prometheus",
+        prometheus.url,
+        "--json",
+        env={"WORKBOOKS_NOW": case.scenario.end.isoformat()},
+    )
+    assert live.exit_code == 0, live.stderr
+    original = live.json()
+    replayed = cli("replay", original["incident"], "--json")
+    assert replayed.exit_code == 0, replayed.stderr
+    again = replayed.json()
+    assert again["incident"] == original["incident"]
+    assert again["findings"] == original["findings"]
+    records = [json.loads(p.read_text()) for p in cli.archive.glob("*/*/run.json")]
+    sources = sorted(record["source"] for record in records)
+    assert len(records) == 2
+    assert sources[0].endswith("evidence"), sources  # the replay read saved evidence only
+    assert sources[1] == prometheus.url
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Answers nothing for longer than the client waits: a Prometheus stuck on a query."""
+
+    def do_GET(self) -> None:
+        time.sleep(3)
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["dead", "slow"])
+def test_unreachable_prometheus_still_archives_a_run_that_says_so(
+    kind: str, slow_server: str, cli, tmp_path: Path
+) -> None:
+    case = next(c for c in CASES if c.id == "lat-vision")
+    alert = tmp_path / "alert.json"
+    alert.write_text(json.dumps(case.scenario.alert_payload()))
+    url = "http://127.0.0.1:1" if kind == "dead" else slow_server
+    started = time.monotonic()
+    result = cli(
+        "run",
+        "high-latency",
+        "--alert",
+        str(alert),
+        "--prometheus",
+        url,
+        "--json",
+        env={"WORKBOOKS_PROMETHEUS_TIMEOUT": "1"},
+    )
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert report["status"] == "succeeded"
+    top = report["findings"][0]
+    assert top["severity"] == "critical"
+    assert "unreachable" in top["title"] and url in top["detail"]
+    unreachable = [f for f in report["findings"] if "unreachable" in f["title"]]
+    assert len(unreachable) == 1, "said once, not once per query"
+    # The source is given up after its first failure, not waited on for every query.
+    assert elapsed < 60
+    assert len(list(cli.archive.glob("*/*/workbook.ipynb"))) == 1

@@ -1,0 +1,141 @@
+"""The committed runbook notebooks: clean, thin, self-describing, and runnable as stored."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+TEMPLATE = ROOT / "templates" / "runbook.ipynb"
+PARAMETERS = [
+    "alert_name",
+    "severity",
+    "status",
+    "labels",
+    "annotations",
+    "starts_at",
+    "ends_at",
+    "group_key",
+    "fingerprints",
+    "lookback",
+    "baseline",
+    "source",
+]
+SECTIONS = [
+    "## 1. Alert description",
+    "## 2. Immediate actions",
+    "## 3. Investigation",
+    "## 4. Resolution steps",
+    "## 5. Prevention",
+    "## 6. Escalation",
+]
+ALL = [*NOTEBOOKS, TEMPLATE]
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _source(cell: dict) -> str:
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
+def test_the_three_foundation_runbooks_exist() -> None:
+    assert {path.stem for path in NOTEBOOKS} >= {"high-latency", "high-memory", "accuracy-drop"}
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_committed_notebook_carries_no_outputs(path: Path) -> None:
+    for cell in _load(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{path.name}: strip outputs before committing"
+            assert cell.get("execution_count") is None, f"{path.name}: execution count left"
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_notebook_follows_the_contract(path: Path) -> None:
+    notebook = _load(path)
+    meta = notebook["metadata"]["workbooks"]
+    assert set(meta) >= {"runbook", "title", "alerts", "group", "summary"}
+    if path != TEMPLATE:
+        assert meta["runbook"] == path.stem
+        assert meta["alerts"], "a runbook handles at least one alertname"
+    cells = notebook["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged parameters"
+    assigned = [
+        node.targets[0].id
+        for node in ast.parse(_source(tagged[0])).body
+        if isinstance(node, ast.Assign)
+    ]
+    assert assigned == PARAMETERS
+    summary = [c for c in cells if "summary" in c.get("metadata", {}).get("tags", [])]
+    assert len(summary) == 1 and summary[0]["cell_type"] == "markdown"
+    markdown = "\n".join(_source(c) for c in cells if c["cell_type"] == "markdown")
+    positions = [markdown.find(section) for section in SECTIONS]
+    assert -1 not in positions, f"{path.name} lacks a section: {SECTIONS}"
+    assert positions == sorted(positions), "sections in runbook order"
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_notebook_is_thin(path: Path) -> None:
+    """No function or class in a notebook, no secrets in its parameters."""
+    for cell in _load(path)["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        tree = ast.parse(_source(cell))
+        defined = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda)
+        ]
+        assert not defined, f"{path.name}: move logic into lib/workbooks"
+        text = _source(cell).lower()
+        for word in ("password", "token", "secret", "authorization"):
+            assert f"{word} =" not in text, f"{path.name}: no secret is ever a parameter"
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_as_stored_with_nbval(tmp_path: Path) -> None:
+    """`pytest --nbval-lax` on each committed notebook: its defaults replay the bundled demo."""
+    environment = {
+        **os.environ,
+        "WORKBOOKS_EVIDENCE_DIR": "off",
+        # No Prometheus anywhere: a notebook that reached for one would fail.
+        "WORKBOOKS_PROMETHEUS_URL": "http://127.0.0.1:1",
+    }
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-o",
+            "addopts=",
+            "-W",
+            "ignore::DeprecationWarning",
+            *map(str, NOTEBOOKS),
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    assert f"{sum(_code_cells(p) for p in NOTEBOOKS)} passed" in completed.stdout
+
+
+def _code_cells(path: Path) -> int:
+    return sum(1 for cell in _load(path)["cells"] if cell["cell_type"] == "code")
