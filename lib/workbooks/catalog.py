@@ -42,10 +42,38 @@ class CatalogQuery:
                 f"query {self.name!r} needs {', '.join(missing)}, which the alert's labels do not "
                 f"carry; pass it: incident.query({self.name!r}, {missing[0]}=...)"
             )
-        return _PLACEHOLDER.sub(lambda match: _escape(values[match.group(1)]), self.query)
+        return _PLACEHOLDER.sub(lambda match: self._fill(match, values), self.query)
+
+    def _fill(self, match: re.Match[str], values: Mapping[str, Any]) -> str:
+        name, value = match.group(1), values[match.group(1)]
+        if _inside_string(self.query, match.start()):
+            return _escape(value)
+        # Outside a string literal only a number or a duration may stand (``{quantile}``):
+        # anything else could change the shape of the query.
+        if not _BARE_VALUE.fullmatch(str(value)):
+            raise QueryFailedError(
+                f"query {self.name!r}: {name}={value!r} must be a number or a duration here"
+            )
+        return str(value)
 
     def render_title(self, values: Mapping[str, Any]) -> str:
         return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), self.title)
+
+
+_BARE_VALUE = re.compile(r"-?\d+(\.\d+)?([eE]-?\d+)?|(\d+(ms|s|m|h|d|w|y))+")
+
+
+def _inside_string(query: str, position: int) -> bool:
+    """Whether ``position`` falls inside a double-quoted PromQL string literal."""
+    inside, escaped = False, False
+    for char in query[:position]:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = inside
+        elif char == '"':
+            inside = not inside
+    return inside
 
 
 def _escape(value: Any) -> str:
@@ -75,7 +103,9 @@ class Catalog:
                 if "query" not in override:
                     raise ConfigError(f"queries.{name} is new, so it needs a query")
                 base = CatalogQuery(name=name, query="", title=name)
-            entries[name] = replace(base, **{k: str(v) for k, v in override.items()})
+            entries[name] = replace(
+                base, **{k: (None if v is None else str(v)) for k, v in override.items()}
+            )
         return cls(entries)
 
     def __getitem__(self, name: str) -> CatalogQuery:

@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from workbooks.archive import Archive, RunNotFoundError, RunRecord, package_version
-from workbooks.config import Config, load_config
+from workbooks.config import Config, load_config, parse_duration
 from workbooks.errors import BadAlertError, ConfigError, UnknownRunbookError, WorkbooksError
 from workbooks.findings import Finding, ranked
 
@@ -32,23 +31,9 @@ EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
 DEMO_DIR = Path(__file__).parent / "demo"
 _BAD_INPUT = (BadAlertError, ConfigError, UnknownRunbookError, RunNotFoundError)
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def parse_duration(text: str) -> timedelta:
-    """``7d``, ``2h``, ``30m``, ``1h30m`` (Prometheus' units: ms s m h d w y)."""
-    value = text.strip()
-    if not value or _DURATION.sub("", value) != "":
-        raise ValueError(
-            f"{text!r} is not a duration; write a number and a unit, such as 30m, 2h, 7d or 1h30m"
-        )
-    return timedelta(
-        seconds=sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(value))
-    )
 
 
 class Duration(click.ParamType):
@@ -64,7 +49,7 @@ class Duration(click.ParamType):
             return value
         try:
             parsed = parse_duration(str(value))
-        except ValueError as exc:
+        except ConfigError as exc:
             self.fail(str(exc), param, ctx)
         return str(value).strip() if self.as_text else parsed
 
@@ -174,7 +159,7 @@ def run(
     \b
     Example:
       workbook run --alert alert.json --prometheus http://127.0.0.1:9090
-      amtool ... | workbook run high-latency --alert - --evidence archive/INCIDENT/RUN/evidence
+      workbook run high-latency --alert - --evidence archive/INCIDENT/RUN/evidence < alert.json
     """
     from workbooks.alert import read_alert_group
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,29 @@ from workbooks.errors import ConfigError
 ENV_PREFIX = "WORKBOOKS_"
 DEFAULT_CONFIG_FILE = "workbooks.yaml"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# Prometheus' duration syntax: 30s, 5m, 2h, 1d, 1w, 1h30m.
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(text: str | timedelta) -> timedelta:
+    """``30m``, ``2h``, ``7d``, ``1h30m`` (Prometheus' units: ms s m h d w y) as a timedelta."""
+    if isinstance(text, timedelta):
+        duration = text
+    else:
+        value = str(text).strip()
+        if not value or _DURATION.sub("", value) != "":
+            raise ConfigError(
+                f"{text!r} is not a duration; write a number and a unit, such as 30m, 2h, 7d "
+                "or 1h30m"
+            )
+        seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(value))
+        duration = timedelta(seconds=seconds)
+    if duration < timedelta(seconds=1):
+        raise ConfigError(f"{text!r} is too short: a duration here is at least 1s")
+    return duration
 
 
 class _Model(BaseModel):
@@ -89,37 +113,51 @@ class Config(_Model):
         return Path(self.notebooks) if self.notebooks else PROJECT_ROOT / "notebooks"
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    def get(name: str) -> str | None:
-        value = env.get(ENV_PREFIX + name)
-        return value if value not in (None, "") else None
+# environment variable (after the prefix) -> where it lands in the config
+_ENV_SETTINGS: dict[str, tuple[str, ...]] = {
+    "PROMETHEUS_URL": ("prometheus", "url"),
+    "PROMETHEUS_TOKEN": ("prometheus", "bearer_token"),
+    "PROMETHEUS_USERNAME": ("prometheus", "username"),
+    "PROMETHEUS_PASSWORD": ("prometheus", "password"),
+    "PROMETHEUS_CA_BUNDLE": ("prometheus", "ca_bundle"),
+    "PROMETHEUS_TIMEOUT": ("prometheus", "timeout_seconds"),
+    "PROMETHEUS_VERIFY": ("prometheus", "verify_tls"),
+    "PROMETHEUS_HEADERS": ("prometheus", "headers"),
+    "ARCHIVE": ("archive",),
+    "NOTEBOOKS": ("notebooks",),
+    "NOW": ("now",),
+}
 
-    prometheus: dict[str, Any] = {}
-    for name, key in (
-        ("PROMETHEUS_URL", "url"),
-        ("PROMETHEUS_TOKEN", "bearer_token"),
-        ("PROMETHEUS_USERNAME", "username"),
-        ("PROMETHEUS_PASSWORD", "password"),
-        ("PROMETHEUS_CA_BUNDLE", "ca_bundle"),
-        ("PROMETHEUS_TIMEOUT", "timeout_seconds"),
-    ):
-        if (value := get(name)) is not None:
-            prometheus[key] = value
-    if (verify := get("PROMETHEUS_VERIFY")) is not None:
-        prometheus["verify_tls"] = verify.lower() not in ("0", "false", "no", "off")
-    if (headers := get("PROMETHEUS_HEADERS")) is not None:
-        try:
-            prometheus["headers"] = json.loads(headers)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{ENV_PREFIX}PROMETHEUS_HEADERS must be a JSON object such as "
-                f'{{"X-Scope-OrgID": "team-a"}}: {exc}'
-            ) from exc
-    top: dict[str, Any] = {"prometheus": prometheus} if prometheus else {}
-    for name, key in (("ARCHIVE", "archive"), ("NOTEBOOKS", "notebooks"), ("NOW", "now")):
-        if (value := get(name)) is not None:
-            top[key] = value
-    return top
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, path in _ENV_SETTINGS.items():
+        value: Any = env.get(ENV_PREFIX + name)
+        if value in (None, ""):
+            continue
+        if name == "PROMETHEUS_VERIFY":
+            value = value.lower() not in ("0", "false", "no", "off")
+        elif name == "PROMETHEUS_HEADERS":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name} must be a JSON object such as "
+                    f'{{"X-Scope-OrgID": "team-a"}}: {exc}'
+                ) from exc
+        target = overrides
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = value
+    return overrides
+
+
+def _env_name(location: tuple[Any, ...], env: Mapping[str, str]) -> str | None:
+    """The environment variable that set the setting at ``location``, if one did."""
+    for name, path in _ENV_SETTINGS.items():
+        if tuple(location[: len(path)]) == path and env.get(ENV_PREFIX + name) not in (None, ""):
+            return ENV_PREFIX + name
+    return None
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,8 +193,12 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
+        variable = _env_name(tuple(error["loc"]), env)
+        if variable is not None:
+            raise ConfigError(f"bad value in {variable}: {error['msg']}") from None
         origin = f"the config file {file_path}" if file_path else "the environment"
-        raise ConfigError(f"bad setting {where} in {origin}: {error['msg']}") from exc
+        # from None: pydantic's message repeats the input, which may be a secret.
+        raise ConfigError(f"bad setting {where} in {origin}: {error['msg']}") from None
 
 
 @lru_cache(maxsize=1)

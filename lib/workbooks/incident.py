@@ -19,8 +19,8 @@ import pandas as pd
 
 from workbooks import charts
 from workbooks.catalog import Catalog
-from workbooks.config import Config, current_config, now
-from workbooks.errors import ConfigError, SourceError, SourceUnavailableError, WorkbooksError
+from workbooks.config import Config, current_config, now, parse_duration
+from workbooks.errors import SourceError, SourceUnavailableError, WorkbooksError
 from workbooks.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
 from workbooks.sources import (
     EvidenceWriter,
@@ -29,24 +29,12 @@ from workbooks.sources import (
     choose_step,
     empty_frame,
     open_source,
+    redact_url,
     series_count,
     utc,
 )
 
 EVIDENCE_ENV = "WORKBOOKS_EVIDENCE_DIR"
-
-
-def parse_duration(text: str | timedelta) -> timedelta:
-    """``90s``, ``30m``, ``2h``, ``1d``, ``1w`` (or a timedelta) as a timedelta."""
-    if isinstance(text, timedelta):
-        return text
-    try:
-        value = pd.Timedelta(str(text).strip().replace("w", "W"))
-    except ValueError as exc:
-        raise ConfigError(f"{text!r} is not a duration; write it like 30m, 2h or 1d") from exc
-    if value <= pd.Timedelta(0):
-        raise ConfigError(f"{text!r} must be a positive duration")
-    return value.to_pytimedelta()
 
 
 def _display(*objects: Any, raw: bool = False) -> None:
@@ -142,7 +130,7 @@ class Incident:
                     severity="critical",
                     title="The metrics source could not be opened",
                     detail=str(exc),
-                    subject={"source": str(self._source_spec)},
+                    subject={"source": redact_url(str(self._source_spec))},
                     recommendation="Fix the source and run the workbook again (workbook replay "
                     "or workbook run); nothing below is based on data.",
                 ),
@@ -159,7 +147,7 @@ class Incident:
 
     @property
     def source_description(self) -> str:
-        return getattr(self._source, "description", str(self._source_spec))
+        return getattr(self._source, "description", redact_url(str(self._source_spec)))
 
     @property
     def service(self) -> str:
@@ -215,6 +203,7 @@ class Incident:
                     role=role,
                 )
             except SourceUnavailableError as exc:
+                description = self.source_description
                 self._source_error = str(exc)
                 self._source = None
                 self.record(
@@ -222,7 +211,7 @@ class Incident:
                         severity="critical",
                         title="The metrics source is unreachable",
                         detail=f"{exc} The findings below are incomplete.",
-                        subject={"source": self.source_description},
+                        subject={"source": description},
                         recommendation="Check Prometheus, then re-run this workbook "
                         "(workbook run ... --prometheus URL).",
                     )

@@ -36,18 +36,23 @@ def read_runbook(path: Path) -> Runbook:
     try:
         notebook = json.loads(path.read_text(encoding="utf-8"))
         meta = notebook["metadata"]["workbooks"]
+        alerts = meta["alerts"]
+        if not isinstance(alerts, list) or not all(isinstance(a, str) and a for a in alerts):
+            raise TypeError("alerts must be a list of alertnames")
+        if meta["group"] not in GROUPS:
+            raise ValueError(f"group must be one of {', '.join(GROUPS)}")
         return Runbook(
-            id=meta["runbook"],
-            title=meta["title"],
-            alerts=tuple(meta["alerts"]),
+            id=str(meta["runbook"]),
+            title=str(meta["title"]),
+            alerts=tuple(alerts),
             group=meta["group"],
-            summary=meta["summary"],
+            summary=str(meta["summary"]),
             path=path,
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UnknownRunbookError(
             f"{path} is not a runbook notebook: it needs metadata.workbooks with runbook, title, "
-            f"alerts, group and summary ({exc!r})"
+            f"alerts (a list), group and summary ({exc})"
         ) from exc
 
 
@@ -58,9 +63,22 @@ def load_runbooks(directory: Path) -> dict[str, Runbook]:
             f"the runbook folder {directory} does not exist; set WORKBOOKS_NOTEBOOKS or "
             "'notebooks:' in the config file"
         )
-    runbooks = {}
+    runbooks: dict[str, Runbook] = {}
+    handled: dict[str, str] = {}
     for path in sorted(directory.glob("*.ipynb")):
         runbook = read_runbook(path)
+        if runbook.id in runbooks:
+            raise UnknownRunbookError(
+                f"two notebooks claim runbook id {runbook.id!r}: {runbooks[runbook.id].path} "
+                f"and {path}"
+            )
+        for alertname in runbook.alerts:
+            if alertname in handled:
+                raise UnknownRunbookError(
+                    f"alertname {alertname!r} is claimed by both {handled[alertname]!r} and "
+                    f"{runbook.id!r}; an alert routes to one runbook"
+                )
+            handled[alertname] = runbook.id
         runbooks[runbook.id] = runbook
     return runbooks
 

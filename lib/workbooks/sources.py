@@ -10,6 +10,7 @@ Errors from requests and prometheus-api-client are wrapped here, and only here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -110,10 +111,9 @@ class Source(Protocol):
 
 
 def redact_url(url: str) -> str:
+    """The URL without credentials, query or fragment: safe to archive."""
     parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
+    netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -145,7 +145,9 @@ class PrometheusSource:
             headers["Authorization"] = f"Bearer {settings.bearer_token}"
         auth = (settings.username, settings.password or "") if settings.username else None
         # One quick retry on a 502-504; the client's default retries a 503 for ~6 s.
-        retry = Retry(total=1, backoff_factor=0.2, status_forcelist=(502, 503, 504))
+        # Never retry a read timeout: the wait would double and the error would read as a
+        # connection failure instead of "too slow".
+        retry = Retry(total=1, read=False, backoff_factor=0.2, status_forcelist=(502, 503, 504))
         self._client = PrometheusConnect(
             url=self.url,
             headers=headers or None,
@@ -171,6 +173,12 @@ class PrometheusSource:
             raise SourceUnavailableError(
                 f"Prometheus at {self.description} kept failing (5xx) on {name!r}; check its health"
             ) from exc
+        except (requests.exceptions.JSONDecodeError, KeyError) as exc:
+            # A proxy's login page, or JSON that is not Prometheus's ({"data": ...}).
+            raise SourceUnavailableError(
+                f"{self.description} did not answer like Prometheus ({type(exc).__name__}); "
+                "check the URL (it is the base URL, without /api/v1)"
+            ) from exc
         except requests.exceptions.SSLError as exc:
             raise SourceUnavailableError(
                 f"TLS with Prometheus at {self.description} failed ({exc}); set "
@@ -195,15 +203,13 @@ class PrometheusSource:
             raise QueryFailedError(
                 f"Prometheus rejected query {name!r} ({query}): {message[:300]}"
             ) from exc
-        except ValueError as exc:  # a body that is not JSON: a proxy's error page, say
-            raise SourceUnavailableError(
-                f"{self.description} did not answer like Prometheus ({exc}); check the URL"
-            ) from exc
         return frame_from_matrix(result)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "query"
+def _file_stem(name: str) -> str:
+    """A readable, collision-free file name for a query's evidence."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:80] or "query"
+    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
@@ -244,7 +250,7 @@ class EvidenceWriter:
         step_seconds: int,
         frame: pd.DataFrame,
     ) -> None:
-        file_name = f"{_slug(name)}.{role}.parquet"
+        file_name = f"{_file_stem(name)}.{role}.parquet"
         frame.to_parquet(self.folder / file_name, index=False)
         entry = {
             "name": name,

@@ -1,0 +1,269 @@
+"""Routing: the shipped runbooks describe themselves, alerts go to the runbook that handles their
+alertname, and a runbook's content hash follows its file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workbooks.alert import AlertGroup, parse_alert_group
+from workbooks.errors import UnknownRunbookError
+from workbooks.routing import GROUPS, Runbook, get_runbook, load_runbooks, read_runbook, route
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+DEMO = ROOT / "lib" / "workbooks" / "demo"
+MIXED_GROUP = Path(__file__).parent / "data" / "alertmanager_mixed_group.json"
+
+# What the team's alert rules fire, and the runbook each must open (from the runbook index).
+EXPECTED_ROUTES = {
+    "HighLatency": "high-latency",
+    "HighLatencyP99": "high-latency",
+    "SlowInference": "high-latency",
+    "HighMemoryUsage": "high-memory",
+    "MemoryNearLimit": "high-memory",
+    "ContainerOOMKilled": "high-memory",
+    "ModelAccuracyDrop": "accuracy-drop",
+    "AccuracyDrop": "accuracy-drop",
+    "EvalAccuracyLow": "accuracy-drop",
+}
+
+
+@pytest.fixture(scope="module")
+def runbooks() -> dict[str, Runbook]:
+    return load_runbooks(NOTEBOOKS)
+
+
+def alert(name: str, *, status: str = "firing", **labels: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {"alertname": name, "service": "inference-api", **labels},
+        "annotations": {},
+        "startsAt": "2026-11-20T14:10:00Z",
+        "endsAt": "2026-11-20T14:40:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "fingerprint": f"fp-{name}",
+    }
+
+
+def group(*alerts: dict[str, Any]) -> AlertGroup:
+    return parse_alert_group(
+        {
+            "version": "4",
+            "status": "firing",
+            "receiver": "workbooks",
+            "groupKey": '{}:{service="inference-api"}',
+            "alerts": list(alerts),
+        }
+    )
+
+
+def routed(routes: list[Any]) -> dict[str, list[str]]:
+    return {r.runbook.id: [a.name for a in r.alerts] for r in routes}
+
+
+# --- the shipped runbooks ----------------------------------------------------------------------
+
+
+def test_the_shipped_runbooks_describe_themselves(runbooks: dict[str, Runbook]) -> None:
+    assert set(runbooks) == {"high-latency", "high-memory", "accuracy-drop"}
+    for runbook_id, runbook in runbooks.items():
+        assert runbook.path == NOTEBOOKS / f"{runbook_id}.ipynb"  # file name = runbook id
+        assert runbook.title
+        assert runbook.summary
+        assert runbook.alerts
+        assert runbook.group in GROUPS
+    assert runbooks["high-latency"].group == "service"
+    assert runbooks["high-memory"].group == "infrastructure"
+    assert runbooks["accuracy-drop"].group == "model"
+
+
+def test_no_alertname_is_claimed_by_two_runbooks(runbooks: dict[str, Runbook]) -> None:
+    claimed = [name for runbook in runbooks.values() for name in runbook.alerts]
+
+    assert len(claimed) == len(set(claimed))
+    assert set(claimed) == set(EXPECTED_ROUTES)
+
+
+@pytest.mark.parametrize(("alertname", "runbook_id"), sorted(EXPECTED_ROUTES.items()))
+def test_an_alert_goes_to_the_runbook_for_its_alertname(
+    runbooks: dict[str, Runbook], alertname: str, runbook_id: str
+) -> None:
+    routes = route(group(alert(alertname)), runbooks)
+
+    assert routed(routes) == {runbook_id: [alertname]}
+
+
+@pytest.mark.parametrize("runbook_id", ["high-latency", "high-memory", "accuracy-drop"])
+def test_each_demo_alert_routes_to_its_own_runbook(
+    runbooks: dict[str, Runbook], runbook_id: str
+) -> None:
+    payload = (DEMO / runbook_id / "alert.json").read_text(encoding="utf-8")
+
+    routes = route(parse_alert_group(payload), runbooks)
+
+    assert [r.runbook.id for r in routes] == [runbook_id]
+
+
+def test_a_group_with_several_alertnames_gives_one_route_per_runbook(
+    runbooks: dict[str, Runbook],
+) -> None:
+    mixed = group(
+        alert("HighLatency", route="/v1/vision"),
+        alert("HighMemoryUsage", instance="api-1"),
+        alert("SlowInference", status="resolved"),
+        alert("HighLatency", route="/v1/chat"),
+    )
+
+    routes = route(mixed, runbooks)
+
+    assert routed(routes) == {
+        "high-latency": ["HighLatency", "HighLatency", "SlowInference"],
+        "high-memory": ["HighMemoryUsage"],
+    }
+    # Every alert goes somewhere, exactly once.
+    assert sorted(a.fingerprint for r in routes for a in r.alerts) == sorted(
+        a.fingerprint for a in mixed.alerts
+    )
+
+
+def test_the_recorded_mixed_delivery_routes_to_two_runbooks(runbooks: dict[str, Runbook]) -> None:
+    routes = route(parse_alert_group(MIXED_GROUP.read_text(encoding="utf-8")), runbooks)
+
+    assert routed(routes) == {
+        "high-latency": ["HighLatency", "SlowInference"],
+        "high-memory": ["HighMemoryUsage"],
+    }
+
+
+def test_an_explicit_runbook_takes_every_alert(runbooks: dict[str, Runbook]) -> None:
+    mixed = group(alert("HighLatency"), alert("DiskAlmostFull"), alert("ModelAccuracyDrop"))
+
+    routes = route(mixed, runbooks, runbook_id="high-memory")
+
+    assert routed(routes) == {"high-memory": ["HighLatency", "DiskAlmostFull", "ModelAccuracyDrop"]}
+    assert routes[0].runbook is runbooks["high-memory"]
+
+
+def test_an_unknown_explicit_runbook_lists_the_known_ones(runbooks: dict[str, Runbook]) -> None:
+    with pytest.raises(
+        UnknownRunbookError,
+        match=r"runbook 'service-down' not found; known: accuracy-drop, high-latency, high-memory",
+    ):
+        route(group(alert("HighLatency")), runbooks, runbook_id="service-down")
+
+
+def test_an_unknown_alertname_lists_the_handled_alertnames(runbooks: dict[str, Runbook]) -> None:
+    with pytest.raises(UnknownRunbookError) as caught:
+        route(group(alert("DiskAlmostFull")), runbooks)
+
+    message = str(caught.value)
+    assert "no runbook handles alertname DiskAlmostFull" in message
+    handled = message.split("handled: ", 1)[1].split(". ", 1)[0].split(", ")
+    assert handled == sorted(EXPECTED_ROUTES)
+    assert "workbook run RUNBOOK" in message  # the way out
+
+
+def test_one_unhandled_alertname_refuses_the_whole_group(runbooks: dict[str, Runbook]) -> None:
+    mixed = group(alert("HighLatency"), alert("DiskAlmostFull"), alert("CertExpiring"))
+
+    with pytest.raises(UnknownRunbookError, match="alertname CertExpiring, DiskAlmostFull;"):
+        route(mixed, runbooks)
+
+
+def test_get_runbook_with_no_runbooks_says_none() -> None:
+    with pytest.raises(UnknownRunbookError, match=r"known: \(none\)"):
+        get_runbook({}, "high-latency")
+
+
+# --- reading runbooks --------------------------------------------------------------------------
+
+
+def test_a_missing_runbook_folder_says_how_to_point_at_one(tmp_path: Path) -> None:
+    with pytest.raises(UnknownRunbookError, match="WORKBOOKS_NOTEBOOKS"):
+        load_runbooks(tmp_path / "no-such-folder")
+
+
+def test_an_empty_folder_has_no_runbooks(tmp_path: Path) -> None:
+    assert load_runbooks(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param({}, id="no-workbooks-metadata"),
+        pytest.param({"workbooks": {"runbook": "x", "title": "X"}}, id="incomplete"),
+    ],
+)
+def test_a_notebook_that_is_not_a_runbook_is_named(tmp_path: Path, metadata: dict) -> None:
+    path = tmp_path / "scratch.ipynb"
+    path.write_text(
+        json.dumps({"cells": [], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}),
+        encoding="utf-8",
+    )
+
+    with pytest.raises(UnknownRunbookError, match=r"scratch\.ipynb is not a runbook notebook"):
+        read_runbook(path)
+
+
+def test_a_file_that_is_not_json_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "broken.ipynb"
+    path.write_text("{not json", encoding="utf-8")
+
+    with pytest.raises(UnknownRunbookError, match=r"broken\.ipynb is not a runbook notebook"):
+        read_runbook(path)
+
+
+def test_alerts_written_as_one_string_are_refused(tmp_path: Path) -> None:
+    notebook = json.loads((NOTEBOOKS / "high-latency.ipynb").read_text(encoding="utf-8"))
+    notebook["metadata"]["workbooks"]["alerts"] = "HighLatency"
+    path = tmp_path / "high-latency.ipynb"
+    path.write_text(json.dumps(notebook), encoding="utf-8")
+
+    with pytest.raises(UnknownRunbookError):
+        read_runbook(path)
+
+
+# --- which version ran -------------------------------------------------------------------------
+
+
+def test_content_hash_is_the_start_of_the_files_sha256(runbooks: dict[str, Runbook]) -> None:
+    for runbook in runbooks.values():
+        digest = hashlib.sha256(runbook.path.read_bytes()).hexdigest()
+        assert runbook.content_hash == digest[:12]
+    assert len({runbook.content_hash for runbook in runbooks.values()}) == len(runbooks)
+
+
+def test_content_hash_changes_when_the_notebook_changes(tmp_path: Path) -> None:
+    copy = tmp_path / "high-latency.ipynb"
+    shutil.copyfile(NOTEBOOKS / "high-latency.ipynb", copy)
+    runbook = read_runbook(copy)
+    before = runbook.content_hash
+    assert read_runbook(copy).content_hash == before  # stable while unchanged
+
+    notebook = json.loads(copy.read_text(encoding="utf-8"))
+    notebook["cells"].append(
+        {"cell_type": "markdown", "id": "edit-1", "metadata": {}, "source": "Also check the CDN."}
+    )
+    copy.write_text(json.dumps(notebook, indent=1), encoding="utf-8")
+
+    assert read_runbook(copy).content_hash != before
+    assert read_runbook(copy).id == "high-latency"
+
+
+def test_a_copied_folder_routes_like_the_original(tmp_path: Path) -> None:
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        shutil.copyfile(path, tmp_path / path.name)
+
+    copied = load_runbooks(tmp_path)
+
+    assert routed(route(group(alert("MemoryNearLimit")), copied)) == {
+        "high-memory": ["MemoryNearLimit"]
+    }
+    assert (
+        copied["high-memory"].content_hash == load_runbooks(NOTEBOOKS)["high-memory"].content_hash
+    )
