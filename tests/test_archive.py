@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from workbooks.archive import Archive, RunNotFoundError, RunRecord, incident_id
-from workbooks.errors import ArchiveError
+from workbooks.archive import Archive, RunRecord, incident_id
+from workbooks.errors import ArchiveError, RunNotFoundError
 from workbooks.findings import Finding
 
 RUNBOOKS = Path(__file__).parent / "notebooks" / "runbooks"

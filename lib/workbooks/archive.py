@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbooks.errors import ArchiveError
+from workbooks.errors import ArchiveError, RunNotFoundError
 from workbooks.findings import SEVERITIES, Finding, ranked
 
 SCHEMA_VERSION = 1
@@ -78,10 +78,6 @@ CREATE TABLE IF NOT EXISTS findings (
     metric TEXT, observed REAL, baseline REAL, unit TEXT, recommendation TEXT,
     likely_cause INTEGER NOT NULL, PRIMARY KEY (run_id, position));
 """
-
-
-class RunNotFoundError(ArchiveError):
-    """No run or incident has this id (bad input, unlike a broken archive)."""
 
 
 def package_version() -> str:

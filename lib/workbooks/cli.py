@@ -22,9 +22,15 @@ from typing import Any, TypeVar
 
 import click
 
-from workbooks.archive import Archive, RunNotFoundError, RunRecord, package_version
+from workbooks.archive import Archive, RunRecord, package_version
 from workbooks.config import Config, load_config, parse_duration
-from workbooks.errors import BadAlertError, ConfigError, UnknownRunbookError, WorkbooksError
+from workbooks.errors import (
+    BadAlertError,
+    ConfigError,
+    RunNotFoundError,
+    UnknownRunbookError,
+    WorkbooksError,
+)
 from workbooks.findings import Finding, ranked
 
 EXIT_RUN_FAILED = 1

@@ -10,6 +10,7 @@
     │   └── EvidenceMissingError     a replay asked for a query the evidence does not hold
     ├── RunFailedError         a workbook run ended in error (its artifact is archived all the same)
     └── ArchiveError           the archive could not be read or written
+        └── RunNotFoundError     no run or incident has that id (bad input, not a broken archive)
 
 Third-party errors (requests, prometheus-api-client, papermill, nbclient) are wrapped where they
 enter this package, ``raise XError(message) from exc``, and every message says what to do next.
@@ -65,3 +66,7 @@ class RunFailedError(WorkbooksError):
 
 class ArchiveError(WorkbooksError):
     """The archive could not be read or written."""
+
+
+class RunNotFoundError(ArchiveError):
+    """No archived run or incident has this id."""
