@@ -15,6 +15,10 @@ Environment variables win over the file:
 ``WORKBOOKS_ARCHIVE``               archive folder (default ``./archive``)
 ``WORKBOOKS_NOTEBOOKS``             folder of runbook notebooks (default: the project's)
 ``WORKBOOKS_NOW``                   pin "now" (ISO 8601 UTC): for reproductions and tests
+``WORKBOOKS_WEBHOOK_TOKEN``         bearer token ``workbook serve`` requires on POST /alerts
+``WORKBOOKS_REDIS_URL``             run the queue on Redis instead of the archive's SQLite
+``WORKBOOKS_WORKERS``               how many workbooks run at once (default: the cores)
+``WORKBOOKS_NOTIFY``                notification targets, apprise URLs separated by spaces
 ==================================  ===================================================
 
 Credentials live here and in the environment, never in notebook parameters: papermill writes
@@ -94,11 +98,30 @@ class Escalation(_Model):
     escalate_after_minutes: int = 30
 
 
+class ServiceSettings(_Model):
+    """``workbook serve``: the webhook, its queue and its de-duplication."""
+
+    webhook_token: str | None = Field(default=None, repr=False)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    dedup_window_seconds: float = Field(default=4 * 3600, ge=0)
+    redis_url: str | None = Field(default=None, repr=False)
+    workers: int | None = Field(default=None, ge=1)
+
+
+class NotificationSettings(_Model):
+    """Where run summaries go: apprise URLs (Slack incoming webhooks among them)."""
+
+    targets: list[str] = Field(default_factory=list, repr=False)
+    template: str | None = None  # a Jinja2 file; default templates/notification.md.j2
+
+
 class Config(_Model):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     archive: str = "archive"
     notebooks: str | None = None
     escalation: Escalation = Field(default_factory=Escalation)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     queries: dict[str, Any] = Field(default_factory=dict)
     cell_timeout_seconds: float = Field(default=120.0, gt=0)
     run_timeout_seconds: float = Field(default=600.0, gt=0)
@@ -126,6 +149,10 @@ _ENV_SETTINGS: dict[str, tuple[str, ...]] = {
     "ARCHIVE": ("archive",),
     "NOTEBOOKS": ("notebooks",),
     "NOW": ("now",),
+    "WEBHOOK_TOKEN": ("service", "webhook_token"),
+    "REDIS_URL": ("service", "redis_url"),
+    "WORKERS": ("service", "workers"),
+    "NOTIFY": ("notifications", "targets"),
 }
 
 
@@ -137,6 +164,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         if name == "PROMETHEUS_VERIFY":
             value = value.lower() not in ("0", "false", "no", "off")
+        elif name == "NOTIFY":
+            value = value.split()
         elif name == "PROMETHEUS_HEADERS":
             try:
                 value = json.loads(value)
