@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import CASES, Case
+from conftest import CASES, ROOT, Case
+from workbooks.findings import findings_from_notebook, ranked
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -142,3 +146,41 @@ def test_unreachable_prometheus_still_archives_a_run_that_says_so(
     # The source is given up after its first failure, not waited on for every query.
     assert elapsed < 60
     assert len(list(cli.archive.glob("*/*/workbook.ipynb"))) == 1
+
+
+def test_plain_papermill_with_p_and_y_parameters(prometheus, tmp_path: Path) -> None:
+    """Papermill users run a runbook as they run any notebook: -p for strings, -y for the rest."""
+    case = next(c for c in CASES if c.id == "mem-leak-0")
+    alert = case.scenario.alert_payload()["alerts"][0]
+    output = tmp_path / "out.ipynb"
+    environment = {
+        **os.environ,
+        "WORKBOOKS_NOW": case.scenario.end.isoformat(),
+        "WORKBOOKS_EVIDENCE_DIR": str(tmp_path / "evidence"),
+    }
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            "--no-progress-bar",
+            str(ROOT / "notebooks" / "high-memory.ipynb"),
+            str(output),
+            "-p",
+            "source",
+            prometheus.url,
+            "-p",
+            "starts_at",
+            alert["startsAt"],
+            "-y",
+            json.dumps({"labels": alert["labels"], "fingerprints": [alert["fingerprint"]]}),
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    findings = ranked(findings_from_notebook(json.loads(output.read_text())))
+    assert findings[0].subject.get("instance") == "api-0", findings[0]
+    assert (tmp_path / "evidence" / "manifest.json").is_file()
