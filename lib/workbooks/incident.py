@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbooks import charts
+from workbooks import analysis, charts
 from workbooks.catalog import Catalog
 from workbooks.config import Config, current_config, now, parse_duration
 from workbooks.errors import SourceError, SourceUnavailableError, WorkbooksError
@@ -67,6 +67,18 @@ class QueryResult:
     @property
     def empty(self) -> bool:
         return self.current.empty
+
+    def series(self) -> tuple[pd.Series, pd.Series]:
+        """The current and baseline values of a single-series result (empty when absent)."""
+        baseline = self.baseline if self.baseline is not None else empty_frame()
+        return analysis.series_of(self.current), analysis.series_of(baseline)
+
+    def compare(
+        self, *, since: pd.Timestamp | None = None, tail: pd.Timedelta | None = None
+    ) -> analysis.Comparison:
+        """A single-series result against its baseline (medians over the same span)."""
+        current, baseline = self.series()
+        return analysis.compare(current, baseline, since=since, tail=tail)
 
 
 class Incident:

@@ -45,8 +45,7 @@ def still_happening(incident: Incident, p99: QueryResult, by_route: QueryResult)
             worst_route, worst = str(table["route"].iloc[0]), table.iloc[0]
     overall = None
     if not p99.empty:
-        baseline = analysis.series_of(p99.baseline) if p99.baseline is not None else pd.Series()
-        overall = analysis.compare(analysis.series_of(p99.current), baseline, tail=tail)
+        overall = p99.compare(tail=tail)
     if worst is not None and float(worst["ratio"]) >= (overall.ratio or 0 if overall else 0):
         ratio, current, baseline_value = float(worst["ratio"]), worst["current"], worst["baseline"]
         subject, what = {"route": worst_route}, f"p99 of {worst_route}"
@@ -94,8 +93,7 @@ def overview(
             baselines.append(result.baseline.assign(quantile=label))
     if p99.empty:
         return None
-    series = analysis.series_of(p99.current)
-    baseline = analysis.series_of(p99.baseline) if p99.baseline is not None else pd.Series()
+    series, _ = p99.series()
     onset = analysis.find_onset(series)
     if onset is not None and onset.direction != "up":
         onset = None
@@ -111,7 +109,7 @@ def overview(
         )
     )
     since = _since(incident, onset)
-    change = analysis.compare(series, baseline, since=since)
+    change = p99.compare(since=since)
     severity = severity_for_ratio(change.ratio)
     if severity == "info":
         incident.record(
@@ -370,11 +368,7 @@ def load_and_saturation(
     since = _since(incident, onset)
     if not rate.empty:
         incident.timeseries(rate, onset=onset.at if onset else None)
-        change = analysis.compare(
-            analysis.series_of(rate.current),
-            analysis.series_of(rate.baseline) if rate.baseline is not None else pd.Series(),
-            since=since,
-        )
+        change = rate.compare(since=since)
         if change.ratio is not None and change.ratio >= 1.5:
             incident.record(
                 Finding(
@@ -432,11 +426,7 @@ def load_and_saturation(
                 )
     if not errors.empty:
         incident.timeseries(errors, onset=onset.at if onset else None)
-        change = analysis.compare(
-            analysis.series_of(errors.current),
-            analysis.series_of(errors.baseline) if errors.baseline is not None else pd.Series(),
-            since=since,
-        )
+        change = errors.compare(since=since)
         if change.current is not None and change.current >= 0.01 and (change.ratio or 0) >= 2:
             incident.record(
                 Finding(
