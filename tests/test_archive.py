@@ -96,7 +96,7 @@ def test_commit_lays_out_the_run_and_indexes_it(tmp_path: Path) -> None:
     assert archive.show(committed.run_id)["runbook"] == "high-latency"
     with sqlite3.connect(tmp_path / "index.sqlite") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
         assert connection.execute("SELECT count(*) FROM findings").fetchone()[0] == 2
         assert connection.execute("SELECT count(*) FROM incidents").fetchone()[0] == 1
     connection.close()
@@ -279,3 +279,160 @@ def test_a_run_killed_midway_leaves_only_staging(tmp_path: Path) -> None:
     assert orphans == []
     assert len(archive.clean_staging(older_than=timedelta(0))) == 1
     assert list((root / ".staging").iterdir()) == []
+
+
+def test_an_index_of_an_older_schema_is_rebuilt_from_the_folders(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    committed = commit(archive, [Finding(severity="warning", title="retries up")])
+    archive.add_note(committed.incident_id, "restarted api-3", author="ana")
+    (tmp_path / "index.sqlite").unlink()
+    for leftover in tmp_path.glob("index.sqlite-*"):
+        leftover.unlink()
+    with sqlite3.connect(tmp_path / "index.sqlite") as connection:  # what version 1 left
+        connection.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO schema_version VALUES (1)")
+        connection.execute("CREATE TABLE runs (run_id TEXT)")
+    connection.close()
+    assert archive.runs() == [committed]
+    assert archive.incident(committed.incident_id).note_count == 1
+    assert [i.incident_id for i in archive.incidents(search="retries")] == [committed.incident_id]
+    with sqlite3.connect(tmp_path / "index.sqlite") as connection:
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    connection.close()
+
+
+def test_an_index_of_a_newer_schema_is_refused_with_a_way_out(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    commit(archive)
+    with sqlite3.connect(tmp_path / "index.sqlite") as connection:
+        connection.execute("UPDATE schema_version SET version = 99")
+    connection.close()
+    with pytest.raises(ArchiveError, match="newer than this package"):
+        archive.runs()
+    assert archive.reindex() == 1 and len(archive.runs()) == 1
+
+
+def test_incidents_newest_first_with_filters_and_search(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    first = START - timedelta(days=2)
+    latency = commit(
+        archive,
+        [Finding(severity="critical", title="model 2.4.0 rollout slowed /v1/vision")],
+        incident_id=incident_id("a", first, "HighLatency"),
+        alert_starts_at=first,
+        labels={"alertname": "HighLatency", "service": "inference-api", "route": "/v1/vision"},
+        service="inference-api",
+    )
+    replayed = commit(
+        archive,
+        incident_id=latency.incident_id,
+        alert_starts_at=first,
+        started_at=START + timedelta(hours=1),
+        severity="warning",
+        service="inference-api",
+        status="failed",
+        error={"kind": "exception", "message": "boom"},
+    )
+    memory = commit(
+        archive,
+        [Finding(severity="warning", title="api-2 leaks 40 MiB an hour")],
+        incident_id=incident_id("b", START, "HighMemory"),
+        runbook="high-memory",
+        alert_name="HighMemory",
+        severity="warning",
+        service="<script>alert(1)</script>",
+        labels={"alertname": "HighMemory", "service": "<script>alert(1)</script>"},
+    )
+
+    def ids(**filters: object) -> list[str]:
+        return [found.incident_id for found in archive.incidents(**filters)]  # type: ignore[arg-type]
+
+    assert ids() == [memory.incident_id, latency.incident_id]  # by when they fired
+    [summary] = archive.incidents(runbook="high-latency")
+    assert summary.run_count == 2 and summary.severity == "critical"  # the highest of its runs
+    assert summary.last_run.run_id == replayed.run_id and summary.runbooks == ["high-latency"]
+    assert summary.starts_at == first and summary.status == "firing"
+    assert ids(service="inference-api") == [latency.incident_id]
+    assert ids(severity="warning") == [memory.incident_id, latency.incident_id]
+    assert ids(severity="critical") == [latency.incident_id]
+    assert ids(status="failed") == [latency.incident_id]  # its newest run failed
+    assert ids(status="succeeded") == [memory.incident_id]
+    assert ids(since=START - timedelta(hours=1)) == [memory.incident_id]
+    assert ids(until=START - timedelta(hours=1)) == [latency.incident_id]
+    assert ids(since=timedelta(days=3650)) == ids()  # a duration back from now
+    assert ids(search="vision") == [latency.incident_id]  # a label value
+    assert ids(search="/v1/vision rollout") == [latency.incident_id]  # words of a finding title
+    assert ids(search="leak") == [memory.incident_id]  # a prefix
+    assert ids(search="<script>") == [memory.incident_id]
+    assert ids(search='" OR 1 -- ') == []
+    assert ids(search="highmemory") == [memory.incident_id]  # the alertname
+    assert ids(limit=1) == [memory.incident_id]
+    assert archive.filter_values()["runbook"] == ["high-latency", "high-memory"]
+    found = archive.incident(replayed.run_id)  # a run id means its incident
+    assert found.incident_id == latency.incident_id
+    assert [run.run_id for run in found.runs] == [latency.run_id, replayed.run_id]
+    with pytest.raises(RunNotFoundError):
+        archive.incident("nope")
+
+
+def test_mark_resolved_writes_a_file_that_reindex_keeps(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    committed = commit(archive)
+    ended = START + timedelta(minutes=50)
+    assert archive.mark_resolved("20261128T1405Z-nothing-00000000", ended) is False
+    assert archive.mark_resolved("../etc", ended) is False
+    assert archive.mark_resolved(committed.incident_id, ended) is True
+    document = json.loads((tmp_path / committed.incident_id / "resolved.json").read_text())
+    assert document["ended_at"] == "2026-11-28T14:55:07Z"
+    [summary] = archive.incidents(status="resolved")
+    assert summary.ended_at == ended and archive.incidents(status="firing") == []
+    commit(archive)  # a later run (a replay of the firing alert) does not reopen it
+    assert archive.reindex() == 2
+    assert archive.incident(committed.incident_id).status == "resolved"
+    assert archive.incident(committed.incident_id).ended_at == ended
+    assert archive.stats().incidents == 1
+
+
+def test_notes_are_appended_and_unknown_incidents_refused(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    committed = commit(archive)
+    with pytest.raises(RunNotFoundError, match="workbook list"):
+        archive.add_note("20261128T1405Z-nothing-00000000", "x", author="ana")
+    with pytest.raises(ArchiveError, match="needs some text"):
+        archive.add_note(committed.incident_id, "  ", author="ana")
+    note = archive.add_note(committed.incident_id, "drained api-3\nthen watched p99", author="ana")
+    notes_file = tmp_path / committed.incident_id / "notes.jsonl"
+    with notes_file.open("a") as handle:
+        handle.write('{"cut short by a cra')  # a crash mid-line loses that line only
+    later = archive.add_note(committed.incident_id, "p99 back to normal", author="ben")
+    assert archive.notes(committed.incident_id) == [note, later]
+    assert note.text == "drained api-3\nthen watched p99" and note.created_at.tzinfo is not None
+    assert archive.incident(committed.incident_id).note_count == 2
+
+
+NOTE_WRITER = textwrap.dedent(
+    """
+    import sys
+    from workbooks.archive import Archive
+
+    archive = Archive(sys.argv[1])
+    for number in range(int(sys.argv[4])):
+        archive.add_note(sys.argv[2], f"note {number}", author=sys.argv[3])
+    """
+)
+
+
+def test_notes_from_several_processes_at_once(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    committed = commit(archive)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", NOTE_WRITER, str(tmp_path), committed.incident_id, f"w{n}", "20"]
+        )
+        for n in range(4)
+    ]
+    assert [process.wait(timeout=60) for process in processes] == [0, 0, 0, 0]
+    lines = (tmp_path / committed.incident_id / "notes.jsonl").read_text().splitlines()
+    assert len(lines) == 80 and all(json.loads(line)["text"] for line in lines)
+    assert len(archive.notes(committed.incident_id)) == 80
+    assert archive.incident(committed.incident_id).note_count == 80

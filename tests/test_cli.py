@@ -211,3 +211,118 @@ def test_parse_duration() -> None:
     with pytest.raises(ConfigError, match="too short"):
         parse_duration("250ms")
     assert isinstance(main, click.Group)
+
+
+def test_every_subcommand_has_help_with_an_example() -> None:
+    groups = {name: cmd for name, cmd in main.commands.items() if isinstance(cmd, click.Group)}
+    assert set(groups["archive"].commands) == {"serve", "prune", "stats"}
+    for name, group in groups.items():
+        for sub in group.commands:
+            result = CliRunner().invoke(main, [name, sub, "--help"])
+            assert result.exit_code == 0, (name, sub)
+            assert "Example:" in result.output and f"workbook {name} {sub}" in result.output
+
+
+def _parameters(notebook: Path) -> dict[str, Any]:
+    return json.loads(notebook.read_text())["metadata"]["papermill"]["parameters"]
+
+
+def test_open_prepares_a_workbook_for_a_time_and_labels(tmp_path: Path) -> None:
+    result = invoke(
+        tmp_path / "archive",
+        *("open", "tiny-latency", "--at", "2026-11-20T14:10:00Z", "--label", "service=api"),
+        *("--label", "route=/v1/chat", "--prometheus", "http://127.0.0.1:9"),
+        *("--folder", str(tmp_path / "inv"), "--prepare-only"),
+    )
+    assert result.exit_code == 0, result.output
+    notebook = tmp_path / "inv" / "tiny-latency.ipynb"
+    assert result.stdout.strip() == f"prepared {notebook}"
+    parameters = _parameters(notebook)
+    assert parameters["labels"] == {"service": "api", "route": "/v1/chat"}
+    assert parameters["starts_at"] == "2026-11-20T14:10:00Z"
+    assert parameters["source"] == "http://127.0.0.1:9"
+    assert parameters["alert_name"] == "HighLatency"  # the runbook's first alertname
+    cells = json.loads(notebook.read_text())["cells"]
+    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in cells)
+    assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code")  # nothing ran
+    again = invoke(
+        tmp_path / "archive",
+        *("open", "tiny-latency", "--at", "2026-11-20T14:10:00", "--prometheus", "http://x:9"),
+        *("--folder", str(tmp_path / "inv"), "--prepare-only"),
+    )
+    assert again.exit_code == 0 and "tiny-latency-2.ipynb" in again.stdout  # never overwritten
+
+
+def test_open_from_an_archived_run_reads_its_evidence(
+    archived: tuple[Path, Result], tmp_path: Path
+) -> None:
+    archive, _ = archived
+    run = Archive(archive).runs(runbook="tiny-latency")[-1]
+    result = invoke(
+        archive, "open", "--from", run.run_id, "--folder", str(tmp_path), "--prepare-only"
+    )
+    assert result.exit_code == 0, result.output
+    parameters = _parameters(tmp_path / "tiny-latency.ipynb")
+    assert parameters["source"] == str(run.path / "evidence")
+    assert parameters["labels"] == run.labels and parameters["group_key"] == run.group_key
+    alert = tmp_path / "alert.json"
+    alert.write_text(json.dumps(alert_payload()))
+    from_alert = invoke(
+        archive,
+        *("open", "--alert", str(alert), "--prometheus", "http://127.0.0.1:9"),
+        *("--folder", str(tmp_path / "a"), "--prepare-only"),
+    )
+    assert from_alert.exit_code == 0, from_alert.output
+    assert _parameters(tmp_path / "a" / "tiny-latency.ipynb")["fingerprints"] == ["3f9a2c1b"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["open", "tiny-latency", "--prepare-only"], "exactly one of"),
+        (["open", "tiny-latency", "--at", "2026-11-20T14:10:00Z", "--from", "x"], "exactly one"),
+        (["open", "tiny-latency", "--at", "yesterday"], "is not a time"),
+        (["open", "tiny-latency", "--at", "2026-11-20", "--label", "service"], "KEY=VALUE"),
+        (["open", "tiny-latency", "--at", "2026-11-20"], "WORKBOOKS_PROMETHEUS_URL"),
+        (["open", "nope", "--at", "2026-11-20", "--prometheus", "http://x:9"], "known: tiny-"),
+        (["open", "--from", "no-such-run"], "workbook list"),
+        (["report", "no-such-run"], "workbook list"),
+        (["note", "no-such-incident", "text"], "workbook list"),
+        (["note", "no-such-incident", " "], "say what was done"),
+        (["archive", "prune", "--older-than", "90 days"], "not a duration"),
+    ],
+)
+def test_postmortem_commands_refuse_bad_input(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = invoke(tmp_path / "archive", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "investigations").exists()
+
+
+def test_report_and_note(archived: tuple[Path, Result]) -> None:
+    archive, _ = archived
+    run = Archive(archive).runs(runbook="tiny-latency")[-1]
+    html = invoke(archive, "report", run.run_id)
+    assert html.exit_code == 0 and html.stdout.strip() == str(run.path / "report.html")
+    markdown = invoke(archive, "report", run.incident_id, "--format", "md")
+    newest = Archive(archive).get(run.incident_id)
+    assert markdown.exit_code == 0 and markdown.stdout.strip() == str(newest.path / "report.md")
+    noted = CliRunner().invoke(
+        main,
+        ["--archive", str(archive), "note", run.run_id, "rolled back 2.4.0"],
+        env={"USER": "ana"},
+    )
+    assert noted.exit_code == 0 and f"noted on {run.incident_id} by ana" in noted.stdout
+    by = invoke(archive, "note", run.incident_id, "p99 is back", "--author", "ben")
+    assert by.exit_code == 0
+    notes = Archive(archive).notes(run.incident_id)
+    assert [(n.author, n.text) for n in notes][-2:] == [
+        ("ana", "rolled back 2.4.0"),
+        ("ben", "p99 is back"),
+    ]
+    assert invoke(archive, "report", run.run_id).exit_code == 0  # rendered again, notes and all
+    assert "p99 is back" in (run.path / "report.html").read_text()
+    stats = invoke(archive, "archive", "stats", "--json")
+    assert stats.exit_code == 0 and json.loads(stats.stdout)["notes"] >= 2

@@ -2,17 +2,22 @@
 
 ::
 
-    <root>/index.sqlite
-    <root>/<incident_id>/<run_id>/workbook.ipynb   the executed notebook
-                                 findings.json     {"incident", "runbook", "status", ...}
-                                 alert.json        the webhook payload
-                                 run.json          the :class:`RunRecord`
-                                 evidence/         what the notebook saved
-    <root>/.staging/<uuid>/                        runs being built
+    <root>/index.sqlite                            derived: workbooks.index
+    <root>/<incident_id>/notes.jsonl               actions taken, one JSON object a line, appended
+                         resolved.json             when and that the alert resolved
+                         <run_id>/workbook.ipynb   the executed notebook
+                                  findings.json    {"incident", "runbook", "status", ...}
+                                  alert.json       the webhook payload
+                                  run.json         the :class:`RunRecord`
+                                  evidence/        what the notebook saved
+                                  report.html      the rendered report, once asked for
+    <root>/.staging/<uuid>/                        runs being built, folders being deleted
 
 A run is built in a staging folder and moved into place with one ``os.rename``, so a run folder
 is either whole or absent. The folders are the truth; the index is derived from them (``reindex``
-rebuilds it), so a crash between the rename and the index write loses nothing.
+rebuilds it, and an index of an older schema is rebuilt when first opened), so a crash between
+a file write and the index write loses nothing. Retention (:meth:`Archive.prune`) is in
+:mod:`workbooks.retention`.
 """
 
 from __future__ import annotations
@@ -31,14 +36,18 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbooks import index
 from workbooks.errors import ArchiveError, RunNotFoundError
 from workbooks.findings import SEVERITIES, Finding, ranked
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from workbooks.retention import ArchiveStats, PrunePlan
+
+SCHEMA_VERSION = index.SCHEMA_VERSION
 INDEX_FILE = "index.sqlite"
 STAGING_DIR = ".staging"
 RUN_FILE = "run.json"
@@ -46,38 +55,10 @@ FINDINGS_FILE = "findings.json"
 ALERT_FILE = "alert.json"
 NOTEBOOK_FILE = "workbook.ipynb"
 EVIDENCE_DIR = "evidence"
+NOTES_FILE = "notes.jsonl"
+RESOLVED_FILE = "resolved.json"
 
-_RUN_COLUMNS = {
-    *("run_id", "incident_id", "runbook", "status", "duration_seconds", "source", "alert_name"),
-    *("severity", "service", "top_finding_title", "top_finding_severity"),
-}
-_FINDING_COLUMNS = (
-    *("severity", "title", "detail", "metric", "observed", "baseline", "unit"),
-    *("recommendation", "likely_cause"),
-)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS incidents (
-    incident_id TEXT PRIMARY KEY, group_key TEXT NOT NULL, alert_name TEXT NOT NULL,
-    starts_at TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, incident_id TEXT NOT NULL REFERENCES incidents (incident_id),
-    runbook TEXT NOT NULL, status TEXT NOT NULL, started_at TEXT NOT NULL,
-    finished_at TEXT NOT NULL, duration_seconds REAL NOT NULL, source TEXT NOT NULL,
-    alert_name TEXT NOT NULL, severity TEXT NOT NULL, service TEXT, error_kind TEXT,
-    top_finding_title TEXT, top_finding_severity TEXT, critical_count INTEGER NOT NULL,
-    warning_count INTEGER NOT NULL, info_count INTEGER NOT NULL,
-    path TEXT NOT NULL,  -- relative to the archive root, which may move
-    record TEXT NOT NULL);  -- run.json as it was indexed
-CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_by_incident ON runs (incident_id, started_at);
-CREATE TABLE IF NOT EXISTS findings (
-    run_id TEXT NOT NULL REFERENCES runs (run_id), position INTEGER NOT NULL,
-    severity TEXT NOT NULL, title TEXT NOT NULL, detail TEXT NOT NULL, subject TEXT NOT NULL,
-    metric TEXT, observed REAL, baseline REAL, unit TEXT, recommendation TEXT,
-    likely_cause INTEGER NOT NULL, PRIMARY KEY (run_id, position));
-"""
 
 
 def package_version() -> str:
@@ -105,7 +86,8 @@ class RunRecord(BaseModel):
 
     ``error`` is None or ``{kind, ename, evalue, cell_index, message}`` with kind one of
     ``exception``, ``cell-timeout``, ``run-timeout``, ``dead-kernel``, ``internal``.
-    ``run_id`` and ``path`` are assigned by :meth:`Archive.commit`.
+    ``run_id`` and ``path`` are assigned by :meth:`Archive.commit`. ``pruned_at`` is set when
+    retention deleted the run's notebook and evidence and kept its findings.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -134,6 +116,7 @@ class RunRecord(BaseModel):
     top_finding_title: str | None = None
     top_finding_severity: str | None = None
     finding_counts: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
+    pruned_at: datetime | None = None
 
     def with_findings(self, findings: Iterable[Finding]) -> RunRecord:
         """A copy carrying the top finding and the counts per severity."""
@@ -151,9 +134,42 @@ class RunRecord(BaseModel):
         )
 
 
-def _index_time(moment: datetime) -> str:
-    # Fixed width, so that text order is time order in SQL.
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class Note(BaseModel):
+    """An action taken or an observation, added to an incident by an engineer."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    note_id: str
+    incident_id: str
+    created_at: datetime
+    author: str
+    text: str
+
+
+class IncidentSummary(BaseModel):
+    """An incident as listings show it; :meth:`Archive.incident` adds its runs and notes.
+
+    ``severity`` is the highest of its runs'; ``labels``, ``service`` and the ``last_run_*``
+    fields come from its newest run. ``status`` is ``resolved`` once the alert resolved.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    incident_id: str
+    alert_name: str
+    group_key: str
+    starts_at: datetime
+    status: Literal["firing", "resolved"]
+    ended_at: datetime | None = None
+    severity: str
+    service: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    runbooks: list[str] = Field(default_factory=list)
+    run_count: int = 0
+    note_count: int = 0
+    last_run: RunRecord
+    runs: list[RunRecord] = Field(default_factory=list)  # oldest first
+    notes: list[Note] = Field(default_factory=list)  # oldest first
 
 
 def _check_id(value: str, what: str) -> str:
@@ -217,23 +233,23 @@ class Archive:
                 connection.close()
             # The run is kept all the same; the id is then unique by the folders alone.
             final = self._move_into_place(staging, record, incident_dir, None)
-            raise self._index_failed(final, exc) from exc
+            raise self._index_failed(final.path, exc) from exc
         try:
             # Under the write lock: no cooperating writer can take the same run id meanwhile.
             final = self._move_into_place(staging, record, incident_dir, connection)
-            _insert_run(connection, final, findings, self.root)
+            index.insert_run(connection, final, findings, self.root)
             connection.execute("COMMIT")
             return final
         except sqlite3.Error as exc:
-            _rollback(connection)
-            raise self._index_failed(final, exc) from exc
+            index.rollback(connection)
+            raise self._index_failed(final.path, exc) from exc
         finally:
             connection.close()
 
-    def _index_failed(self, record: RunRecord, exc: sqlite3.Error) -> ArchiveError:
+    def _index_failed(self, path: Path, exc: sqlite3.Error) -> ArchiveError:
         return ArchiveError(
-            f"the run is archived in {record.path} but the index {self.index_path} could not be "
-            f"updated ({exc}); run `workbook reindex` to rebuild it from the folders"
+            f"{path} is written but the index {self.index_path} could not be updated ({exc}); "
+            "run `workbook reindex` to rebuild it from the folders"
         )
 
     def _move_into_place(
@@ -264,8 +280,7 @@ class Archive:
     def _run_id_taken(self, run_id: str, connection: sqlite3.Connection | None) -> bool:
         if connection is not None:
             with suppress(sqlite3.Error):  # then the folders alone decide
-                query = "SELECT 1 FROM runs WHERE run_id = ?"
-                if connection.execute(query, (run_id,)).fetchone() is not None:
+                if index.select_run(connection, run_id) is not None:
                     return True
         return any(self.root.glob(f"*/{run_id}"))
 
@@ -274,6 +289,81 @@ class Archive:
         if staging.parent != self.root / STAGING_DIR or not staging.is_dir():
             raise ArchiveError(f"{staging} is not a staging folder of {self}")
         return staging
+
+    # -- notes and resolution ---------------------------------------------------------------------
+
+    def add_note(self, incident_id: str, text: str, *, author: str) -> Note:
+        """Append a note to an incident (an incident id, or a run id meaning its incident).
+
+        The note is appended to ``<incident>/notes.jsonl`` first, so it survives a lost index,
+        reindex and new runs of the incident; then it is indexed for the timeline and search.
+        """
+        if not text.strip():
+            raise ArchiveError("a note needs some text: say what was done and what came of it")
+        incident = self._known_incident(incident_id)
+        note = Note(
+            note_id=uuid.uuid4().hex[:16],
+            incident_id=incident,
+            created_at=datetime.now(UTC),
+            author=author.strip() or "unknown",
+            text=text.strip(),
+        )
+        path = self.root / incident / NOTES_FILE
+        line = (note.model_dump_json() + "\n").encode("utf-8")
+        try:
+            # One write() in append mode: lines from concurrent writers never interleave.
+            descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(descriptor).st_size
+                if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # a line cut short by a crash must not swallow this one
+                os.write(descriptor, line)
+            finally:
+                os.close(descriptor)
+        except OSError as exc:
+            raise ArchiveError(f"cannot write the note to {path}: {exc}") from exc
+        self._update_index(path, lambda connection: index.insert_note(connection, note))
+        return note
+
+    def notes(self, incident_id: str) -> list[Note]:
+        """An incident's notes, oldest first, from its ``notes.jsonl``."""
+        if not _SAFE_ID.match(incident_id):
+            return []
+        return _read_notes(self.root / incident_id)
+
+    def mark_resolved(self, incident_id: str, ended_at: datetime) -> bool:
+        """Record that an incident's alert resolved at ``ended_at``; False if it is unknown.
+
+        Writes ``<incident>/resolved.json`` (so reindex keeps it) and updates the index.
+        """
+        if not _SAFE_ID.match(incident_id) or not self._has_runs(incident_id):
+            return False
+        path = self.root / incident_id / RESOLVED_FILE
+        document = {
+            "incident_id": incident_id,
+            "ended_at": ended_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "recorded_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        _write_atomically(path, json.dumps(document, indent=2) + "\n")
+        self._update_index(
+            path, lambda connection: index.set_resolved(connection, incident_id, ended_at)
+        )
+        return True
+
+    def _known_incident(self, id: str) -> str:
+        if _SAFE_ID.match(id) and self._has_runs(id):
+            return id
+        return self.get(id).incident_id  # a run id; RunNotFoundError says how to find ids
+
+    def _has_runs(self, incident_id: str) -> bool:
+        return any((self.root / incident_id).glob(f"[!.]*/{RUN_FILE}"))
+
+    def _update_index(self, path: Path, change: Any) -> None:
+        try:
+            with self._writing() as connection:
+                change(connection)
+        except sqlite3.Error as exc:
+            raise self._index_failed(path, exc) from exc
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -288,33 +378,18 @@ class Archive:
         """Runs newest first, from the index alone."""
         if not self.index_path.exists():
             return []
-        clauses, values = [], []
-        if runbook is not None:
-            clauses.append("runbook = ?")
-            values.append(runbook)
-        if incident is not None:
-            clauses.append("incident_id = ?")
-            values.append(incident)
-        if since is not None:
-            clauses.append("started_at >= ?")
-            values.append(_index_time(datetime.now(UTC) - since))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT record, path FROM runs {where} ORDER BY started_at DESC, run_id DESC"
-        if limit is not None:
-            query += f" LIMIT {int(limit)}"
+        since_time = datetime.now(UTC) - since if since is not None else None
         with self._reading() as connection:
-            rows = connection.execute(query, values).fetchall()
+            rows = index.select_runs(
+                connection, runbook=runbook, since=since_time, incident=incident, limit=limit
+            )
         return [self._record_from_row(record, path) for record, path in rows]
 
     def get(self, id: str) -> RunRecord:
         """A run by run id, or an incident id meaning its newest run."""
         if self.index_path.exists():
             with self._reading() as connection:
-                row = connection.execute(
-                    "SELECT record, path FROM runs WHERE run_id = ? OR incident_id = ? "
-                    "ORDER BY run_id = ? DESC, started_at DESC, run_id DESC LIMIT 1",
-                    (id, id, id),
-                ).fetchone()
+                row = index.select_run(connection, id)
             if row is not None:
                 return self._record_from_row(*row)
         # Not indexed (a crash before the index write, or no index yet): look at the folders.
@@ -346,65 +421,155 @@ class Archive:
     def _record_from_row(self, record: str, path: str) -> RunRecord:
         return RunRecord.model_validate_json(record).model_copy(update={"path": self.root / path})
 
+    def incidents(
+        self,
+        *,
+        runbook: str | None = None,
+        service: str | None = None,
+        severity: str | None = None,
+        status: str | None = None,
+        since: datetime | timedelta | None = None,
+        until: datetime | None = None,
+        search: str | None = None,
+        limit: int | None = None,
+    ) -> list[IncidentSummary]:
+        """Incidents newest first (by when the alert fired), from the index alone.
+
+        ``runbook``, ``service`` and ``severity`` match any of an incident's runs; ``status`` is
+        ``firing`` or ``resolved`` (the incident), or ``succeeded`` or ``failed`` (its newest
+        run); ``since`` and ``until`` bound when it fired (``since`` may be a duration back from
+        now); ``search`` is free text over alert labels, finding titles and notes.
+        """
+        if isinstance(since, timedelta):
+            since = datetime.now(UTC) - since
+        where = index.IncidentFilter(
+            runbook=runbook,
+            service=service,
+            severity=severity,
+            status=status,
+            since=since,
+            until=until,
+            search=search,
+            limit=limit,
+        )
+        return self._incidents(where)
+
+    def incident(self, incident_id: str) -> IncidentSummary:
+        """One incident (or the incident of a run id) with its runs and notes, oldest first."""
+        found = self._incidents(index.IncidentFilter(incident_id=incident_id))
+        if not found:
+            owner = self.get(incident_id).incident_id  # RunNotFoundError says how to find ids
+            found = self._incidents(index.IncidentFilter(incident_id=owner))
+        if not found:
+            raise RunNotFoundError(
+                f"incident {incident_id!r} is in the folders of {self.root} but not in its "
+                "index; `workbook reindex` rebuilds the index"
+            )
+        runs = self.runs(incident=found[0].incident_id)[::-1]
+        notes = self.notes(found[0].incident_id)
+        return found[0].model_copy(update={"runs": runs, "notes": notes})
+
+    def _incidents(self, where: index.IncidentFilter) -> list[IncidentSummary]:
+        if not self.index_path.exists():
+            return []
+        with self._reading() as connection:
+            rows = index.select_incidents(connection, where)
+        summaries = []
+        for row in rows:
+            newest = self._record_from_row(row.pop("newest_record"), row.pop("newest_path"))
+            summary = IncidentSummary(
+                **row, service=newest.service, labels=newest.labels, last_run=newest
+            )
+            summaries.append(summary)
+        return summaries
+
+    def filter_values(self) -> dict[str, list[str]]:
+        """The runbooks, services and severities in the index, for filter menus."""
+        if not self.index_path.exists():
+            return {"runbook": [], "service": [], "severity": []}
+        with self._reading() as connection:
+            return {
+                column: index.select_values(connection, column)
+                for column in ("runbook", "service", "severity")
+            }
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def prune(
+        self,
+        *,
+        older_than: timedelta,
+        keep_findings: bool = False,
+        dry_run: bool = True,
+        now: datetime | None = None,
+    ) -> PrunePlan:
+        """Runs started more than ``older_than`` ago: what deleting them frees, and (not
+        ``dry_run``) delete them. ``keep_findings`` keeps each run's findings, record and index
+        row, marking it pruned. See :mod:`workbooks.retention`."""
+        from workbooks import retention
+
+        planned = retention.plan(self, older_than=older_than, keep_findings=keep_findings, now=now)
+        return planned if dry_run else retention.apply(self, planned)
+
+    def stats(self) -> ArchiveStats:
+        """Incidents, runs, notes, bytes on disk, the oldest and newest run."""
+        from workbooks import retention
+
+        return retention.stats(self)
+
     # -- the index -------------------------------------------------------------------------------
 
     def reindex(self) -> int:
-        """Rebuild the index from the run folders; return how many runs it holds."""
+        """Rebuild the index from the folders (runs, notes, resolutions); return the run count."""
         try:
             # No schema check: rebuilding is how an index of another schema version is replaced.
             connection = self._connect(check_schema=False)
         except sqlite3.Error as exc:
             raise ArchiveError(f"cannot open the index {self.index_path}: {exc}") from exc
+        incident_dirs = [path for path in sorted(self.root.glob("[!.]*/")) if path.is_dir()]
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for table in ("findings", "runs", "incidents", "schema_version"):
-                connection.execute(f"DROP TABLE IF EXISTS {table}")
-            _create_schema(connection)
-            count = 0
-            for run_file in sorted(self.root.glob(f"[!.]*/*/{RUN_FILE}")):
-                try:
-                    record = _read_record(run_file.parent)
-                except ArchiveError:
-                    continue  # a folder someone put here by hand: not ours to index
-                _insert_run(connection, record, _read_findings(run_file.parent), self.root)
-                count += 1
+            count = index.rebuild(
+                connection,
+                self._indexable_runs(),
+                (note for folder in incident_dirs for note in _read_notes(folder)),
+                [resolved for folder in incident_dirs if (resolved := _read_resolved(folder))],
+                self.root,
+            )
             connection.execute("COMMIT")
             return count
         except sqlite3.Error as exc:
             raise ArchiveError(f"cannot rebuild the index {self.index_path}: {exc}") from exc
         finally:
-            _rollback(connection)
+            index.rollback(connection)
             connection.close()
+
+    def _indexable_runs(self) -> Iterator[tuple[RunRecord, list[Finding]]]:
+        for run_file in sorted(self.root.glob(f"[!.]*/*/{RUN_FILE}")):
+            try:
+                yield _read_record(run_file.parent), _read_findings(run_file.parent)
+            except ArchiveError:
+                continue  # a folder someone put here by hand: not ours to index
 
     def _connect(self, *, check_schema: bool = True) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            self.index_path, timeout=self.busy_timeout_seconds, isolation_level=None
-        )
+        timeout = self.busy_timeout_seconds
+        if not check_schema:
+            connection = index.connect(self.index_path, timeout=timeout, create=False)
+            connection.execute("PRAGMA journal_mode = WAL")
+            return connection
         try:
-            version = _schema_version(connection) if check_schema else None
-            if version is None:
-                # WAL lets readers go on while one process writes; it persists in the file.
-                connection.execute("PRAGMA journal_mode = WAL")
-            if version is None and check_schema:
-                connection.execute("BEGIN IMMEDIATE")
-                _create_schema(connection)
-                connection.execute("COMMIT")
-                version = _schema_version(connection)
-            if check_schema and version != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(
-                    f"index schema version {version}, this package expects {SCHEMA_VERSION}"
-                )
-        except sqlite3.Error:
-            connection.close()
-            raise
-        return connection
+            return index.connect(self.index_path, timeout=timeout)
+        except index.OldSchemaError:
+            # The index is derived: an older one is rebuilt from the folders, not migrated.
+            self.reindex()
+            return index.connect(self.index_path, timeout=timeout)
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         try:
             connection = self._connect()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ArchiveError) as exc:
             raise ArchiveError(
                 f"cannot read the index {self.index_path} ({exc}); `workbook reindex` rebuilds it"
             ) from exc
@@ -415,69 +580,31 @@ class Archive:
         finally:
             connection.close()
 
-
-def _schema_version(connection: sqlite3.Connection) -> int | None:
-    try:
-        row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None
-        raise
-    return row[0]
-
-
-def _rollback(connection: sqlite3.Connection) -> None:
-    if connection.in_transaction:
-        connection.execute("ROLLBACK")
-
-
-def _create_schema(connection: sqlite3.Connection) -> None:
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            connection.execute(statement)
-    if connection.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
-        connection.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-
-
-def _insert_run(
-    connection: sqlite3.Connection, record: RunRecord, findings: list[Finding], root: Path
-) -> None:
-    incident = {
-        "incident_id": record.incident_id,
-        "group_key": record.group_key,
-        "alert_name": record.alert_name,
-        "starts_at": _index_time(record.alert_starts_at) if record.alert_starts_at else None,
-    }
-    _insert(connection, "incidents", incident, conflict="IGNORE")
-    run = record.model_dump(include=_RUN_COLUMNS)
-    run.update(
-        started_at=_index_time(record.started_at),
-        finished_at=_index_time(record.finished_at),
-        error_kind=(record.error or {}).get("kind"),
-        path=record.path.relative_to(root).as_posix(),
-        record=_dump(record),
-        **{f"{name}_count": record.finding_counts.get(name, 0) for name in SEVERITIES},
-    )
-    _insert(connection, "runs", run)
-    connection.execute("DELETE FROM findings WHERE run_id = ?", (record.run_id,))
-    for position, finding in enumerate(findings):
-        row = {name: getattr(finding, name) for name in _FINDING_COLUMNS}
-        row.update(run_id=record.run_id, position=position, subject=json.dumps(finding.subject))
-        _insert(connection, "findings", row)
-
-
-def _insert(
-    connection: sqlite3.Connection, table: str, row: dict[str, Any], *, conflict: str = "REPLACE"
-) -> None:
-    columns = ", ".join(row)
-    marks = ", ".join("?" * len(row))
-    connection.execute(
-        f"INSERT OR {conflict} INTO {table} ({columns}) VALUES ({marks})", tuple(row.values())
-    )
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; sqlite3 errors are the caller's to word."""
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            connection.execute("COMMIT")
+        finally:
+            index.rollback(connection)
+            connection.close()
 
 
 def _dump(record: RunRecord) -> str:
     return json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ArchiveError(f"cannot write {path}: {exc}") from exc
 
 
 def _read_record(run_dir: Path) -> RunRecord:
@@ -500,3 +627,26 @@ def _read_findings(run_dir: Path) -> list[Finding]:
         ]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ArchiveError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_notes(incident_dir: Path) -> list[Note]:
+    try:
+        lines = (incident_dir / NOTES_FILE).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {incident_dir / NOTES_FILE}: {exc}") from exc
+    notes = []
+    for line in lines:
+        with suppress(ValueError):  # a line cut short by a crash: the others still count
+            notes.append(Note.model_validate_json(line))
+    return sorted(notes, key=lambda note: (note.created_at, note.note_id))
+
+
+def _read_resolved(incident_dir: Path) -> tuple[str, datetime] | None:
+    try:
+        document = json.loads((incident_dir / RESOLVED_FILE).read_text(encoding="utf-8"))
+        ended_at = datetime.fromisoformat(document["ended_at"].replace("Z", "+00:00"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return incident_dir.name, ended_at

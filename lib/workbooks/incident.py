@@ -296,6 +296,38 @@ class Incident:
     def markdown(self, text: str) -> None:
         _markdown(text)
 
+    def note(self, text: str, *, author: str | None = None) -> Any:
+        """Record an action taken, with its author and time, on this alert's archived incident.
+
+        The incident is the one the runner archives for this alert (same group key, start time
+        and alertname), in the configured archive (``WORKBOOKS_ARCHIVE``). The note goes into
+        the incident folder's ``notes.jsonl``, so new runs and reindexing keep it. Returns the
+        :class:`workbooks.archive.Note`.
+        """
+        import getpass
+        import html
+
+        from workbooks.archive import Archive, incident_id
+        from workbooks.errors import RunNotFoundError
+
+        archive = Archive(self.config.archive_dir)
+        incident = incident_id(self.group_key, self.starts_at, self.alert_name)
+        try:
+            note = archive.add_note(
+                incident, text, author=author or os.environ.get("USER") or getpass.getuser()
+            )
+        except RunNotFoundError as exc:
+            raise RunNotFoundError(
+                f"this workbook's incident {incident} is not in the archive {archive.root}: set "
+                "WORKBOOKS_ARCHIVE to the archive folder before starting JupyterLab (`workbook "
+                'open` does), or add the note with `workbook note INCIDENT "text"`'
+            ) from exc
+        _markdown(
+            f"📝 Note added to incident `{note.incident_id}` by {html.escape(note.author)} at "
+            f"{note.created_at:%Y-%m-%d %H:%M} UTC: {html.escape(note.text)}"
+        )
+        return note
+
     def show(self, figure: Any) -> None:
         """Show a chart in the notebook and free it (figures left open pile up)."""
         import matplotlib.pyplot as plt
