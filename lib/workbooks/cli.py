@@ -373,6 +373,53 @@ def reindex(session: _Session) -> None:
     )
 
 
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; any but loopback needs WORKBOOKS_WEBHOOK_TOKEN.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=9095, show_default=True)
+@click.option(
+    "--prometheus",
+    metavar="URL",
+    help="Prometheus the runs read [default: WORKBOOKS_PROMETHEUS_URL].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Runs at once; 0 accepts and queues only [default: WORKBOOKS_WORKERS, else the cores].",
+)
+@click.pass_obj
+@_handles_errors
+def serve(
+    session: _Session, host: str, port: int, prometheus: str | None, workers: int | None
+) -> None:
+    """Accept Alertmanager's webhook and run the matching workbooks.
+
+    POST /alerts answers 202 at once; each alert group runs each of its runbooks once per
+    distinct set of firing alerts, on a pool of workers; runs are archived and summarised to
+    WORKBOOKS_NOTIFY. GET /healthz and GET /metrics report on the service. Stops on SIGTERM or
+    Ctrl-C. See docs/alertmanager.md for the receiver snippet.
+
+    \b
+    Example:
+      WORKBOOKS_WEBHOOK_TOKEN=... workbook serve --prometheus http://127.0.0.1:9090
+    """
+    from workbooks.service import serve as run_service
+
+    config = session.config()
+    run_service(
+        host=host,
+        port=port,
+        config=config,
+        archive_dir=config.archive_dir,
+        prometheus=prometheus,
+        workers=workers,
+    )
+
+
 class IsoTime(click.ParamType):
     """An ISO 8601 time; UTC when it names no zone."""
 
@@ -549,12 +596,12 @@ def archive() -> None:
     """
 
 
-@archive.command()
+@archive.command(name="serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=9096, show_default=True)
 @click.pass_obj
 @_handles_errors
-def serve(session: _Session, host: str, port: int) -> None:
+def archive_serve(session: _Session, host: str, port: int) -> None:
     """Browse the archive in a web browser.
 
     Read-only: incidents newest first with filters and search, each incident's timeline, its

@@ -19,6 +19,7 @@ Environment variables win over the file:
 ``WORKBOOKS_REDIS_URL``             run the queue on Redis instead of the archive's SQLite
 ``WORKBOOKS_WORKERS``               how many workbooks run at once (default: the cores)
 ``WORKBOOKS_NOTIFY``                notification targets, apprise URLs separated by spaces
+``WORKBOOKS_SHUTDOWN_GRACE_SECONDS`` how long ``workbook serve`` lets running runs finish (20)
 ==================================  ===================================================
 
 Credentials live here and in the environment, never in notebook parameters: papermill writes
@@ -105,7 +106,8 @@ class ServiceSettings(_Model):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     dedup_window_seconds: float = Field(default=4 * 3600, ge=0)
     redis_url: str | None = Field(default=None, repr=False)
-    workers: int | None = Field(default=None, ge=1)
+    workers: int | None = Field(default=None, ge=0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
 
 
 class NotificationSettings(_Model):
@@ -152,6 +154,7 @@ _ENV_SETTINGS: dict[str, tuple[str, ...]] = {
     "WEBHOOK_TOKEN": ("service", "webhook_token"),
     "REDIS_URL": ("service", "redis_url"),
     "WORKERS": ("service", "workers"),
+    "SHUTDOWN_GRACE_SECONDS": ("service", "shutdown_grace_seconds"),
     "NOTIFY": ("notifications", "targets"),
 }
 

@@ -1,0 +1,574 @@
+"""The intake ledger: which alerts were accepted for which runbook, and what became of each run.
+
+``<archive>/intake.sqlite`` decides, under one ``BEGIN IMMEDIATE`` per delivery, whether a
+(group, runbook, firing alerts) pair is new. It is safe across threads and processes, so in an
+alert storm of identical deliveries exactly one queues a run. It is also what makes a run happen
+exactly once whatever the queue does: a worker must :meth:`Intake.claim` a run before executing
+it, and a run whose worker died is handed out again (:meth:`Intake.orphans`).
+
+A run's life: ``queued`` (accepted, waiting in the queue) -> ``running`` (claimed by a worker,
+which keeps a heartbeat) -> ``succeeded`` or ``failed``. The queue itself is huey's
+(:class:`RunQueue`): ``<archive>/queue.sqlite``, or Redis. :func:`recover` puts back into it
+what a crash took out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from huey import RedisHuey, SqliteHuey
+
+from workbooks.alert import Alert, AlertGroup, parse_alert_group
+from workbooks.archive import ALERT_FILE, Archive, incident_id
+from workbooks.errors import ArchiveError, WorkbooksError
+from workbooks.routing import Runbook, route
+
+INTAKE_FILE = "intake.sqlite"
+QUEUE_FILE = "queue.sqlite"
+QUEUE_NAME = "workbooks"
+RunState = Literal["queued", "running", "succeeded", "failed"]
+Action = Literal["queued", "deduplicated", "resolved"]
+# A worker renews its claim this often; a claim not renewed for LEASE_SECONDS is taken over.
+HEARTBEAT_SECONDS = 5.0
+LEASE_SECONDS = 60.0
+# A queued run missing from the queue is re-queued only after this long: the handler enqueues
+# a few milliseconds after its intake commit, and a worker holds a task briefly before claiming.
+REQUEUE_GRACE_SECONDS = 30.0
+_KEEP_FINISHED_SECONDS = 86400.0
+_KEEP_RESOLUTIONS_SECONDS = 7 * 86400.0
+log = logging.getLogger(__name__)
+# Identifies this process even when a restarted one gets the same pid (pid 1 in a container).
+_INSTANCE = uuid.uuid4().hex[:12]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    task_id TEXT PRIMARY KEY, dedup_key TEXT NOT NULL, group_key TEXT NOT NULL,
+    runbook TEXT NOT NULL, incident_id TEXT NOT NULL, fingerprints TEXT NOT NULL,
+    payload TEXT NOT NULL, source TEXT NOT NULL, state TEXT NOT NULL,
+    accepted_at REAL NOT NULL, claimed_at REAL, heartbeat_at REAL, owner TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, finished_at REAL, run_ids TEXT, error TEXT,
+    closed INTEGER NOT NULL DEFAULT 0);  -- 1 once the group resolved: no longer dedups
+CREATE INDEX IF NOT EXISTS runs_by_key ON runs (dedup_key, accepted_at);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state);
+CREATE INDEX IF NOT EXISTS runs_by_group ON runs (group_key, runbook);
+CREATE TABLE IF NOT EXISTS resolutions (
+    incident_id TEXT PRIMARY KEY, ended_at REAL NOT NULL, recorded_at REAL NOT NULL);
+"""
+
+
+def owner_id() -> str:
+    """``host:pid:instance``, the claimant a heartbeat and a liveness check refer to."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_INSTANCE}"
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    """Whether the process behind ``owner`` is certainly gone (only knowable on this host)."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text, _, instance = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return instance != _INSTANCE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def alert_fingerprint(alert: Alert) -> str:
+    """Alertmanager's fingerprint, or one made from the labels when a payload lacks it."""
+    if alert.fingerprint:
+        return alert.fingerprint
+    labels = json.dumps(sorted(alert.labels.items()))
+    return hashlib.sha256(labels.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedRun:
+    """One runbook's share of a delivery: a run to queue, or (nothing firing) a resolution."""
+
+    runbook: str
+    incident_id: str
+    group_key: str
+    firing: tuple[str, ...]  # sorted fingerprints of the firing alerts
+    ended_at: datetime | None  # the latest endsAt, for a resolution
+    payload: dict[str, Any]  # the delivery narrowed to this runbook's alerts
+
+    @property
+    def resolved(self) -> bool:
+        return not self.firing
+
+    @property
+    def dedup_key(self) -> str:
+        key = json.dumps([self.group_key, self.runbook, list(self.firing)])
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def plan(group: AlertGroup, runbooks: dict[str, Runbook]) -> list[PlannedRun]:
+    """Split a delivery by runbook; raises :class:`UnknownRunbookError` for an unhandled alert.
+
+    Each runbook gets the delivery narrowed to its own alerts, so the runner, given that payload
+    and the runbook id, names the incident exactly as computed here.
+    """
+    payload = group.to_payload()
+    planned = []
+    for each in route(group, runbooks):
+        chosen = {id(alert) for alert in each.alerts}
+        pairs = zip(group.alerts, payload["alerts"], strict=True)
+        alerts = [data for alert, data in pairs if id(alert) in chosen]
+        firing = sorted(alert_fingerprint(a) for a in each.alerts if a.status == "firing")
+        narrowed = {**payload, "alerts": alerts, "status": "firing" if firing else "resolved"}
+        # As the runner names incidents: the group key, and the earliest alert of the group.
+        earliest = min(each.alerts, key=lambda alert: (alert.starts_at, alert.name))
+        ends = [alert.ends_at for alert in each.alerts if alert.ends_at is not None]
+        planned.append(
+            PlannedRun(
+                runbook=each.runbook.id,
+                incident_id=incident_id(group.group_key, earliest.starts_at, earliest.name),
+                group_key=group.group_key,
+                firing=tuple(firing),
+                ended_at=max(ends) if ends else None,
+                payload=narrowed,
+            )
+        )
+    return planned
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """What the intake did with one :class:`PlannedRun`."""
+
+    action: Action
+    incident_id: str
+    runbook: str
+    task_id: str | None = None  # the queued run, or the earlier one a duplicate joined
+    run: QueuedRun | None = field(default=None, repr=False, compare=False)  # when queued
+
+    def to_dict(self) -> dict[str, str]:
+        document = {"incident": self.incident_id, "runbook": self.runbook}
+        if self.task_id:
+            document["task"] = self.task_id
+        return document
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueuedRun:
+    """An accepted run as the ledger holds it: enough to execute it again from scratch."""
+
+    task_id: str
+    runbook: str
+    incident_id: str
+    payload: dict[str, Any]
+    source: str
+    accepted_at: float
+    state: RunState
+    owner: str | None = None
+    claimed_at: float | None = None
+    attempts: int = 0
+    run_ids: tuple[str, ...] = ()
+    error: str | None = None
+
+
+class Intake:
+    """The ledger in ``path``; one short connection per call, so any thread may use it."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        dedup_window_seconds: float,
+        lease_seconds: float = LEASE_SECONDS,
+        busy_timeout_seconds: float = 30.0,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.dedup_window_seconds = dedup_window_seconds
+        self.lease_seconds = lease_seconds
+        self.busy_timeout_seconds = busy_timeout_seconds
+        with self._transaction() as connection:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+
+    @classmethod
+    def in_archive(cls, archive_dir: str | Path, **kwargs: Any) -> Intake:
+        return cls(Path(archive_dir) / INTAKE_FILE, **kwargs)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE``: the write lock up front, so check-then-insert is atomic."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_seconds, isolation_level=None
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise ArchiveError(
+                f"cannot open the intake ledger {self.path} ({exc}); check that the archive "
+                "folder is writable"
+            ) from exc
+        try:
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL: durable across a process crash, which is what an accepted alert needs.
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise ArchiveError(
+                f"the intake ledger {self.path} could not be updated ({exc}); if it is "
+                "corrupt, stop the service and move it aside (accepted runs still queued are "
+                "then run without de-duplication)"
+            ) from exc
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            connection.close()
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def accept(
+        self, planned: Sequence[PlannedRun], *, source: str, now: float | None = None
+    ) -> list[Decision]:
+        """Record a delivery: queue what is new, join duplicates, note resolutions. Atomic."""
+        now = time.time() if now is None else now
+        decisions = []
+        with self._transaction() as db:
+            for each in planned:
+                if each.resolved:
+                    # A later firing of the same alerts is a new incident, not a duplicate.
+                    db.execute(
+                        "UPDATE runs SET closed = 1 WHERE group_key = ? AND runbook = ?",
+                        (each.group_key, each.runbook),
+                    )
+                    ended = (each.ended_at or datetime.now(UTC)).timestamp()
+                    db.execute(
+                        "INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?)",
+                        (each.incident_id, ended, now),
+                    )
+                    decisions.append(Decision(action="resolved", **_names(each)))
+                    continue
+                earlier = db.execute(
+                    "SELECT task_id FROM runs WHERE dedup_key = ? AND closed = 0 "
+                    "AND accepted_at > ? ORDER BY accepted_at DESC LIMIT 1",
+                    (each.dedup_key, now - self.dedup_window_seconds),
+                ).fetchone()
+                if earlier is not None:
+                    decisions.append(
+                        Decision(action="deduplicated", task_id=earlier["task_id"], **_names(each))
+                    )
+                    continue
+                run = QueuedRun(
+                    task_id=uuid.uuid4().hex,
+                    runbook=each.runbook,
+                    incident_id=each.incident_id,
+                    payload=each.payload,
+                    source=source,
+                    accepted_at=now,
+                    state="queued",
+                )
+                db.execute(
+                    "INSERT INTO runs (task_id, dedup_key, group_key, runbook, incident_id, "
+                    "fingerprints, payload, source, state, accepted_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+                    (
+                        run.task_id,
+                        each.dedup_key,
+                        each.group_key,
+                        each.runbook,
+                        each.incident_id,
+                        json.dumps(each.firing),
+                        json.dumps(each.payload),
+                        source,
+                        now,
+                    ),
+                )
+                # Firing again: an earlier "resolved" no longer describes the incident.
+                db.execute("DELETE FROM resolutions WHERE incident_id = ?", (each.incident_id,))
+                decisions.append(
+                    Decision(action="queued", task_id=run.task_id, run=run, **_names(each))
+                )
+        return decisions
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def claim(
+        self, run: QueuedRun, *, owner: str | None = None, now: float | None = None
+    ) -> QueuedRun | None:
+        """Take a run for execution; None if it already ran or a live worker has it.
+
+        A run the ledger does not know (a queue that outlived its ledger, or a worker whose
+        archive is not the one that accepted it) is recorded and claimed, never dropped.
+        """
+        owner = owner or owner_id()
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM runs WHERE task_id = ?", (run.task_id,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO runs (task_id, dedup_key, group_key, runbook, incident_id, "
+                    "fingerprints, payload, source, state, accepted_at) "
+                    "VALUES (?, '', '', ?, ?, '[]', ?, ?, 'queued', ?)",
+                    (
+                        run.task_id,
+                        run.runbook,
+                        run.incident_id,
+                        json.dumps(run.payload),
+                        run.source,
+                        run.accepted_at,
+                    ),
+                )
+            elif row["state"] != "queued" and not self._abandoned(row, now):
+                return None
+            db.execute(
+                "UPDATE runs SET state = 'running', owner = ?, claimed_at = ?, heartbeat_at = ?, "
+                "attempts = attempts + 1 WHERE task_id = ?",
+                (owner, now, now, run.task_id),
+            )
+            claimed = db.execute("SELECT * FROM runs WHERE task_id = ?", (run.task_id,)).fetchone()
+        return _queued_run(claimed)
+
+    def _abandoned(self, row: sqlite3.Row, now: float) -> bool:
+        if row["state"] != "running":
+            return False
+        silent = now - (row["heartbeat_at"] or 0.0) > self.lease_seconds
+        return silent or _owner_is_dead(row["owner"])
+
+    @contextmanager
+    def heartbeat(
+        self, task_id: str, *, owner: str | None = None, interval: float = HEARTBEAT_SECONDS
+    ) -> Iterator[None]:
+        """Renew the claim every ``interval`` seconds while the body runs."""
+        owner = owner or owner_id()
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    with self._transaction() as db:
+                        db.execute(
+                            "UPDATE runs SET heartbeat_at = ? WHERE task_id = ? AND owner = ?",
+                            (time.time(), task_id, owner),
+                        )
+                except ArchiveError:
+                    continue  # a busy ledger: the next beat will do, the lease is long
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{task_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def finish(
+        self,
+        task_id: str,
+        state: RunState,
+        *,
+        owner: str | None = None,
+        run_ids: Sequence[str] = (),
+        error: str | None = None,
+    ) -> bool:
+        """Record how a claimed run ended; False if another worker took it over meanwhile."""
+        owner = owner or owner_id()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE runs SET state = ?, finished_at = ?, run_ids = ?, error = ? "
+                "WHERE task_id = ? AND owner = ?",
+                (state, time.time(), json.dumps(list(run_ids)), error, task_id, owner),
+            )
+            return cursor.rowcount == 1
+
+    def resolution(self, incident: str) -> datetime | None:
+        """When the incident was reported resolved, if it was and has not fired again since."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT ended_at FROM resolutions WHERE incident_id = ?", (incident,)
+            ).fetchone()
+        return datetime.fromtimestamp(row["ended_at"], UTC) if row else None
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def orphans(self, *, pending: set[str], now: float | None = None) -> list[QueuedRun]:
+        """Runs to hand out again: queued but lost from the queue, or claimed by a dead worker.
+
+        ``pending`` holds the task ids the queue still holds. Also forgets old finished runs
+        (beyond the de-duplication window) and old resolutions.
+        """
+        now = time.time() if now is None else now
+        found = []
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM runs WHERE state IN ('queued', 'running') ORDER BY accepted_at"
+            ).fetchall()
+            for row in rows:
+                if row["task_id"] in pending:  # queued, or already handed out again
+                    continue
+                lost = row["state"] == "queued" and row["accepted_at"] < now - REQUEUE_GRACE_SECONDS
+                if lost or self._abandoned(row, now):
+                    found.append(_queued_run(row))
+            keep = max(self.dedup_window_seconds, _KEEP_FINISHED_SECONDS)
+            db.execute(
+                "DELETE FROM runs WHERE state IN ('succeeded', 'failed') AND accepted_at < ?",
+                (now - keep,),
+            )
+            db.execute(
+                "DELETE FROM resolutions WHERE recorded_at < ?", (now - _KEEP_RESOLUTIONS_SECONDS,)
+            )
+        return found
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> QueuedRun | None:
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM runs WHERE task_id = ?", (task_id,)).fetchone()
+        return _queued_run(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        """How many runs the ledger holds in each state."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT state, count(*) FROM runs GROUP BY state").fetchall()
+        return {"queued": 0, "running": 0, "succeeded": 0, "failed": 0, **dict(map(tuple, rows))}
+
+    def runs(self, *, state: RunState | None = None) -> list[QueuedRun]:
+        """Every run the ledger holds (oldest first), or those in one state."""
+        query, values = "SELECT * FROM runs", ()
+        if state is not None:
+            query, values = query + " WHERE state = ?", (state,)
+        with self._transaction() as db:
+            rows = db.execute(query + " ORDER BY accepted_at", values).fetchall()
+        return [_queued_run(row) for row in rows]
+
+
+def _names(each: PlannedRun) -> dict[str, str]:
+    return {"incident_id": each.incident_id, "runbook": each.runbook}
+
+
+def _queued_run(row: sqlite3.Row) -> QueuedRun:
+    return QueuedRun(
+        task_id=row["task_id"],
+        runbook=row["runbook"],
+        incident_id=row["incident_id"],
+        payload=json.loads(row["payload"]),
+        source=row["source"],
+        accepted_at=row["accepted_at"],
+        state=row["state"],
+        owner=row["owner"],
+        claimed_at=row["claimed_at"],
+        attempts=row["attempts"],
+        run_ids=tuple(json.loads(row["run_ids"] or "[]")),
+        error=row["error"],
+    )
+
+
+class RunQueue:
+    """Where accepted runs wait: huey on SQLite (``<archive>/queue.sqlite``) or on Redis.
+
+    The ledger's task id is the huey task id, so recovery can tell which runs the queue holds.
+    """
+
+    def __init__(self, archive_dir: Path, redis_url: str | None = None) -> None:
+        self.backend: Literal["sqlite", "redis"] = "redis" if redis_url else "sqlite"
+        if redis_url:
+            self.huey = RedisHuey(QUEUE_NAME, url=redis_url, results=False)
+        else:
+            archive_dir.mkdir(parents=True, exist_ok=True)
+            self.huey = SqliteHuey(
+                QUEUE_NAME, filename=str(archive_dir / QUEUE_FILE), results=False
+            )
+        self._task: Any = None
+
+    def register(self, function: Any) -> None:
+        self._task = self.huey.task(name="run_workbook")(function)
+
+    def enqueue(self, run: QueuedRun) -> None:
+        self.huey.enqueue(
+            self._task.s(
+                run.task_id,
+                run.payload,
+                run.runbook,
+                run.source,
+                run.accepted_at,
+                run.incident_id,
+                id=run.task_id,
+            )
+        )
+
+    def pending_ids(self) -> set[str]:
+        return {task.id for task in self.huey.pending()}
+
+    def pending_count(self) -> int:
+        return int(self.huey.pending_count())
+
+
+def recover(intake: Intake, queue: RunQueue, archive: Archive) -> list[QueuedRun]:
+    """Queue again the runs the queue lost or whose worker died; return those queued again.
+
+    A worker that died after archiving its run but before recording it gets its run recorded
+    instead, not run twice.
+    """
+    requeued = []
+    for run in intake.orphans(pending=queue.pending_ids()):
+        if run.state == "running" and _archived_meanwhile(intake, archive, run):
+            continue
+        try:
+            queue.enqueue(run)
+        except Exception as exc:  # the queue is down: the next pass retries
+            log.error("could not queue run %s again (%s)", run.task_id, exc)
+            continue
+        log.warning("run %s (%s, %s) queued again", run.task_id, run.runbook, run.state)
+        requeued.append(run)
+    return requeued
+
+
+def _archived_meanwhile(intake: Intake, archive: Archive, run: QueuedRun) -> bool:
+    # This run's alerts, not just its incident: another firing set may have run meanwhile.
+    claimed = run.claimed_at or run.accepted_at
+    firing = _firing(run.payload)
+    if firing is None:
+        return False
+    done = [
+        record
+        for record in archive.runs(incident=run.incident_id, runbook=run.runbook)
+        if record.started_at.timestamp() >= claimed and _firing(record.path / ALERT_FILE) == firing
+    ]
+    if not done:
+        return False
+    state = "failed" if any(record.status == "failed" for record in done) else "succeeded"
+    run_ids = [record.run_id for record in done]
+    return intake.finish(run.task_id, state, owner=run.owner, run_ids=run_ids)
+
+
+def _firing(payload: dict[str, Any] | Path) -> set[str] | None:
+    try:
+        if isinstance(payload, Path):
+            payload = json.loads(payload.read_text(encoding="utf-8"))
+        group = parse_alert_group(payload)
+    except (OSError, ValueError, WorkbooksError):
+        return None
+    return {alert_fingerprint(alert) for alert in group.firing}

@@ -1,0 +1,586 @@
+"""The webhook service: Alertmanager posts, huey queues, workers run the workbooks.
+
+``POST /alerts`` validates a delivery, routes it, records it in the intake ledger (which drops
+duplicates) and queues one run per (alert group, runbook), then answers 202 before anything
+runs. Worker threads in the same process take runs off the queue (SQLite in the archive, or
+Redis), run them with the runner, apply a resolution that arrived meanwhile, and send the summary
+on. ``GET /healthz`` and ``GET /metrics`` (Prometheus text) are there for whoever watches it.
+
+Exactly once: the ledger, not the queue, decides whether a run happens. A worker claims a run
+before executing it; a duplicate task is skipped; a run whose worker died (the service killed
+mid-run) is queued again when the service next starts, or by the recovery pass every minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hmac
+import ipaddress
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import uvicorn
+from huey.consumer import Consumer, ConsumerStopped
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from workbooks import notify
+from workbooks.alert import parse_alert_group
+from workbooks.archive import Archive, RunRecord
+from workbooks.config import Config, load_config
+from workbooks.errors import BadAlertError, ConfigError, UnknownRunbookError, WorkbooksError
+from workbooks.intake import Decision, Intake, QueuedRun, RunQueue, plan, recover
+from workbooks.routing import Runbook, load_runbooks
+from workbooks.web import create_app
+
+RECOVERY_INTERVAL_SECONDS = 60.0
+SHUTDOWN_GRACE_SECONDS = 20.0
+# Not in config.py yet (a ServiceSettings field is proposed): read here, and only here.
+# An idle SQLite queue is polled at most this far apart: the pickup latency of a new run.
+_MAX_POLL_SECONDS = 0.2
+_REJECT_REASONS = ("unauthorized", "too_large", "bad_alert", "unknown_alertname", "unavailable")
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    """The service's own registry: nothing else in the process leaks into /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        counter = functools.partial(Counter, registry=self.registry)
+        histogram = functools.partial(Histogram, registry=self.registry)
+        self.received = counter("workbooks_deliveries_received", "Deliveries posted to /alerts.")
+        self.rejected = counter("workbooks_deliveries_rejected", "Refused, by reason.", ["reason"])
+        for reason in _REJECT_REASONS:
+            self.rejected.labels(reason)
+        self.deduplicated = counter(
+            "workbooks_runs_deduplicated", "Runs not queued: those alerts ran within the window."
+        )
+        self.queued = counter("workbooks_runs_queued", "Runs queued.")
+        self.requeued = counter(
+            "workbooks_runs_requeued", "Runs queued again: worker died, or queue lost them."
+        )
+        self.resolved = counter("workbooks_incidents_resolved", "Resolution notices received.")
+        self.running = Gauge("workbooks_runs_running", "Runs now.", registry=self.registry)
+        self.succeeded = counter("workbooks_runs_succeeded", "Runs that succeeded.", ["runbook"])
+        self.failed = counter("workbooks_runs_failed", "Runs that failed.", ["runbook"])
+        self.duration = histogram(
+            "workbooks_run_duration_seconds",
+            "Time a run took, from claim to archive.",
+            ["runbook"],
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200),
+        )
+        self.queue_wait = histogram(
+            "workbooks_run_queue_wait_seconds",
+            "Time from a run's acceptance to a worker taking it.",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
+        self.notifications_sent = counter("workbooks_notifications_sent", "Summaries delivered.")
+        self.notifications_failed = counter(
+            "workbooks_notifications_failed", "Summaries not delivered (per target)."
+        )
+
+
+class _QueueDepth(Collector):
+    """``workbooks_queue_pending``, read from the queue when scraped."""
+
+    def __init__(self, queue: RunQueue) -> None:
+        self.queue = queue
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("workbooks_queue_pending", "Runs waiting in the queue.")
+        try:
+            family.add_metric([], self.queue.pending_count())
+        except Exception:  # a queue that is down shows on /healthz; /metrics stays up
+            return
+        yield family
+
+
+class _Consumer(Consumer):
+    def _set_signal_handlers(self) -> None:
+        pass  # uvicorn owns SIGINT/SIGTERM; serve() stops the consumer itself
+
+
+class Service:
+    """The app, its queue and ledger, and (``workers`` > 0) the worker threads that drain it."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        archive_dir: Path,
+        source: str,
+        workers: int | None = None,
+        worker_type: Literal["thread", "process"] = "thread",
+    ) -> None:
+        self.config = config
+        self.archive = Archive(archive_dir)
+        self.source = source
+        self.workers = _worker_count(workers, config)
+        self.worker_type = worker_type
+        self.shutdown_grace_seconds = config.service.shutdown_grace_seconds
+        self.metrics = Metrics()
+        self.intake = Intake.in_archive(
+            self.archive.root, dedup_window_seconds=config.service.dedup_window_seconds
+        )
+        self.queue = RunQueue(self.archive.root, config.service.redis_url)
+        self.queue.register(self._run_task)
+        self.metrics.registry.register(_QueueDepth(self.queue))
+        self._runbooks_lock = threading.Lock()
+        self._runbooks: tuple[tuple[tuple[str, int], ...], dict[str, Runbook]] = ((), {})
+        self._consumer: _Consumer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self.app = Starlette(
+            routes=[
+                Route("/alerts", self.post_alerts, methods=["POST"]),
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/metrics", self.get_metrics, methods=["GET"]),
+                # The archive's pages (read-only), so one service is all a team runs.
+                Mount("/", app=create_app(self.archive)),
+            ]
+        )
+
+    # -- the HTTP face -----------------------------------------------------------------------
+
+    async def post_alerts(self, request: Request) -> Response:
+        self.metrics.received.inc()
+        if not self._authorized(request):
+            return self._reject(
+                401,
+                "unauthorized",
+                "a bearer token is required: set http_config.authorization.credentials in "
+                "Alertmanager's webhook_config to WORKBOOKS_WEBHOOK_TOKEN",
+                headers={"WWW-Authenticate": 'Bearer realm="workbooks"'},
+            )
+        limit = self.config.service.max_body_bytes
+        body = await _read_limited(request, limit)
+        if body is None:
+            return self._reject(
+                413,
+                "too_large",
+                f"the delivery is larger than {limit} bytes; raise service.max_body_bytes in "
+                "the config, or set max_alerts in Alertmanager's webhook_config",
+            )
+        return await run_in_threadpool(self._accept, body)
+
+    def _accept(self, body: bytes) -> Response:
+        try:
+            runbooks = self.runbooks()
+        except WorkbooksError as exc:  # our folder broke, not the alert: let Alertmanager retry
+            return self._reject(503, "unavailable", f"the runbooks cannot be read: {exc}")
+        try:
+            planned = plan(parse_alert_group(body), runbooks)
+        except BadAlertError as exc:
+            return self._reject(400, "bad_alert", str(exc))
+        except UnknownRunbookError as exc:
+            return self._reject(422, "unknown_alertname", str(exc))
+        try:
+            decisions = self.intake.accept(planned, source=self.source)
+        except WorkbooksError as exc:  # Alertmanager retries a 5xx: nothing is lost
+            return self._reject(503, "unavailable", str(exc))
+        by_action: dict[str, list[dict[str, str]]] = {
+            "queued": [],
+            "deduplicated": [],
+            "resolved": [],
+        }
+        for each, decision in zip(planned, decisions, strict=True):
+            by_action[decision.action].append(decision.to_dict())
+            if decision.action == "queued":
+                self._enqueue(decision)
+            elif decision.action == "deduplicated":
+                self.metrics.deduplicated.inc()
+            else:
+                self.metrics.resolved.inc()
+                self._mark_resolved(decision.incident_id, each.ended_at)
+        incidents = list(dict.fromkeys(decision.incident_id for decision in decisions))
+        return JSONResponse({"incidents": incidents, **by_action}, status_code=202)
+
+    def _enqueue(self, decision: Decision) -> None:
+        run = decision.run
+        if run is None:
+            return
+        try:
+            self.queue.enqueue(run)
+            self.metrics.queued.inc()
+        except Exception as exc:  # accepted in the ledger: recovery queues it once it can
+            log.error("run %s accepted but not queued (%s); recovery will retry", run.task_id, exc)
+
+    def _authorized(self, request: Request) -> bool:
+        token = self.config.service.webhook_token
+        if not token:
+            return True
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode("utf-8"), token.encode("utf-8")
+        )
+
+    def _reject(
+        self, status: int, reason: str, message: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        self.metrics.rejected.labels(reason).inc()
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            pending = await run_in_threadpool(self.queue.pending_count)
+            runs = await run_in_threadpool(self.intake.counts)
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "queue": self.queue.backend,
+                "pending": pending,
+                "workers": self.workers,
+                "runs": runs,
+            }
+        )
+
+    async def get_metrics(self, request: Request) -> Response:
+        data = await run_in_threadpool(generate_latest, self.metrics.registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    def runbooks(self) -> dict[str, Runbook]:
+        """The runbooks, read again only when a notebook in the folder changed."""
+        directory = self.config.notebooks_dir
+        stamp = tuple(
+            (path.name, path.stat().st_mtime_ns) for path in sorted(directory.glob("*.ipynb"))
+        )
+        with self._runbooks_lock:
+            if stamp != self._runbooks[0] or not self._runbooks[1]:
+                self._runbooks = (stamp, load_runbooks(directory))
+            return self._runbooks[1]
+
+    # -- the workers -------------------------------------------------------------------------
+
+    def _run_task(
+        self,
+        task_id: str,
+        payload: dict[str, Any],
+        runbook: str,
+        source: str,
+        accepted_at: float,
+        incident_id: str,
+    ) -> None:
+        offered = QueuedRun(
+            task_id=task_id,
+            runbook=runbook,
+            incident_id=incident_id,
+            payload=payload,
+            source=source,
+            accepted_at=accepted_at,
+            state="queued",
+        )
+        run = self.intake.claim(offered)
+        if run is None:
+            log.info("run %s already ran, or runs elsewhere: skipped", task_id)
+            return
+        self.metrics.queue_wait.observe(max(time.time() - accepted_at, 0.0))
+        self.metrics.running.inc()
+        started = time.monotonic()
+        try:
+            with self.intake.heartbeat(task_id):
+                records, error = self._execute(run)
+        finally:
+            self.metrics.running.dec()
+        failed = error is not None or any(record.status == "failed" for record in records)
+        self.intake.finish(
+            task_id,
+            "failed" if failed else "succeeded",
+            run_ids=[record.run_id for record in records],
+            error=error,
+        )
+        (self.metrics.failed if failed else self.metrics.succeeded).labels(runbook).inc()
+        self.metrics.duration.labels(runbook).observe(time.monotonic() - started)
+        for record in records:
+            log.info(
+                "%s %s for incident %s in %.1f s: %s",
+                record.runbook,
+                record.status,
+                incident_id,
+                record.duration_seconds,
+                record.path,
+            )
+        resolved_at = self.intake.resolution(incident_id)
+        if resolved_at is not None:  # resolved while this run waited or ran
+            self._mark_resolved(incident_id, resolved_at)
+        self._notify(run, records, error)
+
+    def _execute(self, run: QueuedRun) -> tuple[list[RunRecord], str | None]:
+        from workbooks.runner import run_alert  # papermill: only where runs happen
+
+        try:
+            group = parse_alert_group(run.payload)
+            records = run_alert(
+                group,
+                config=self.config,
+                archive=self.archive,
+                source=run.source,
+                runbook_id=run.runbook,
+            )
+        except WorkbooksError as exc:  # e.g. the runbook was removed since, or a full disk
+            log.error("run %s of %s could not run: %s", run.task_id, run.runbook, exc)
+            return [], str(exc)
+        except Exception as exc:  # a bug: recorded as the run's error; the worker lives on
+            log.exception("run %s of %s crashed", run.task_id, run.runbook)
+            return [], f"{type(exc).__name__}: {exc}"
+        return records, None
+
+    def _notify(self, run: QueuedRun, records: Sequence[RunRecord], error: str | None) -> None:
+        try:
+            deliveries = notify.notify_outcome(
+                records, error, archive=self.archive, config=self.config, incident=run.incident_id
+            )
+        except Exception:  # never let a notification fail or lose the run
+            log.exception("notifications for run %s failed", run.task_id)
+            deliveries = [notify.Delivery(failed=["(all)"])]
+        for delivery in deliveries:
+            self.metrics.notifications_sent.inc(delivery.sent)
+            self.metrics.notifications_failed.inc(len(delivery.failed))
+
+    def _mark_resolved(self, incident: str, ended_at: datetime | None) -> bool:
+        try:
+            return self.archive.mark_resolved(incident, ended_at or datetime.now(UTC))
+        except WorkbooksError as exc:
+            log.warning("could not mark incident %s resolved: %s", incident, exc)
+            return False
+
+    # -- recovery and lifecycle --------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Queue again the runs the queue lost or whose worker died; how many were."""
+        try:
+            requeued = recover(self.intake, self.queue, self.archive)
+        except Exception as exc:
+            log.error("recovery pass failed (%s); the next one retries", exc)
+            return 0
+        self.metrics.requeued.inc(len(requeued))
+        return len(requeued)
+
+    def start(self) -> None:
+        """Recover what a previous process left, then start the workers and the recovery pass."""
+        for runbook in self.runbooks():  # a bad runbook folder fails here, not on every alert
+            for metric in (self.metrics.succeeded, self.metrics.failed, self.metrics.duration):
+                metric.labels(runbook)
+        if self.config.notifications.targets:
+            notify.load_plugins()
+        self.recover()
+        if self.workers > 0:
+            import workbooks.runner  # noqa: F401  (papermill's import, before the first run)
+
+            self._consumer = _Consumer(
+                self.queue.huey,
+                workers=self.workers,
+                worker_type=self.worker_type,
+                periodic=False,
+                initial_delay=0.05,
+                backoff=1.5,
+                max_delay=_MAX_POLL_SECONDS,
+                shutdown_timeout=self.shutdown_grace_seconds,
+            )
+            # Started here, before any thread of ours: forked process workers must not inherit
+            # a lock another thread held (measured: they hang on a futex otherwise).
+            self._consumer.start()
+            self._threads.append(_thread(self._supervise, "huey-consumer"))
+        self._threads.append(_thread(self._recovery_loop, "recovery"))
+
+    def _supervise(self) -> None:
+        """huey's consumer loop: restarts a dead worker, returns once stopped."""
+        assert self._consumer is not None
+        checked = time.monotonic()
+        try:
+            while True:
+                checked = self._consumer.loop(checked)
+        except ConsumerStopped:
+            self._consumer.huey.notify_interrupted_tasks()
+
+    def _recovery_loop(self) -> None:
+        while not self._stopping.wait(RECOVERY_INTERVAL_SECONDS):
+            self.recover()
+
+    def stop(self, *, grace_seconds: float | None = None) -> None:
+        """Let running runs finish for up to ``grace_seconds``; the rest run at the next start.
+
+        The default is the config's ``service.shutdown_grace_seconds`` (20 s).
+        """
+        if grace_seconds is None:
+            grace_seconds = self.shutdown_grace_seconds
+        self._stopping.set()
+        if self._consumer is not None:
+            self._consumer.shutdown_timeout = grace_seconds
+            self._consumer.stop(graceful=True)
+        for thread in self._threads:
+            thread.join(timeout=grace_seconds + 5)
+        left = self.intake.counts()["running"] if self._consumer is not None else 0
+        if left:
+            log.warning("%d runs did not finish in time; they run again at the next start", left)
+
+
+def _thread(target: Any, name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _worker_count(workers: int | None, config: Config) -> int:
+    count = workers if workers is not None else config.service.workers
+    count = count if count is not None else (os.cpu_count() or 1)
+    if count < 0:
+        raise ConfigError(f"workers must be 0 (accept only) or more, not {count}")
+    return count
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` (never read in full)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def resolve_source(prometheus: str | None, config: Config) -> str:
+    """What runs read: the given URL, else ``prometheus`` (the configured URL and credentials)."""
+    if prometheus:
+        return prometheus
+    if config.prometheus.url:
+        return "prometheus"
+    raise ConfigError(
+        "no metrics source for the runs: set WORKBOOKS_PROMETHEUS_URL (or prometheus.url in "
+        "the config file), or pass --prometheus URL"
+    )
+
+
+def _check_exposure(host: str, config: Config) -> None:
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not config.service.webhook_token:
+        raise ConfigError(
+            f"refusing to listen on {host} without a token: anyone who reaches it could run "
+            "workbooks. Set WORKBOOKS_WEBHOOK_TOKEN, or listen on 127.0.0.1"
+        )
+
+
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 9095,
+    config: Config,
+    archive_dir: Path,
+    prometheus: str | None,
+    workers: int | None,
+) -> None:
+    """Run the webhook service until SIGTERM or SIGINT; blocks.
+
+    Raises :class:`ConfigError` for no metrics source, or a non-loopback ``host`` without a
+    webhook token.
+    """
+    source = resolve_source(prometheus, config)
+    _check_exposure(host, config)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    disable_created_metrics()  # this process is ours: /metrics without *_created noise
+    service = Service(config=config, archive_dir=archive_dir, source=source, workers=workers)
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        # uvicorn hands the signal that stopped it back to us; a second one stops at once.
+        signals.append(signum)
+        if service._stopping.is_set():
+            raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    service.start()
+    log.info(
+        "accepting alerts on http://%s:%d/alerts: %d workers, %s queue, archive %s",
+        host,
+        port,
+        service.workers,
+        service.queue.backend,
+        service.archive.root,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            service.app,
+            host=host,
+            port=port,
+            lifespan="off",
+            ws="none",
+            access_log=False,
+            log_level="info",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    try:
+        if not signals:  # a signal while starting up: stop right away
+            server.run()
+    finally:
+        service.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m workbooks.service``: the same as ``workbook serve``, for scripts and tests."""
+    parser = argparse.ArgumentParser(
+        prog="python -m workbooks.service", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9095)
+    parser.add_argument("--config", type=Path, help="YAML config file")
+    parser.add_argument("--archive", type=Path, help="archive folder")
+    parser.add_argument("--prometheus", help="Prometheus URL the runs read")
+    parser.add_argument("--workers", type=int, help="runs at once (0: accept only)")
+    args = parser.parse_args(argv)
+    try:
+        if args.config is not None:
+            # The kernels read the config on their own, from another cwd.
+            os.environ["WORKBOOKS_CONFIG"] = str(args.config.absolute())
+        config = load_config(args.config)
+        serve(
+            host=args.host,
+            port=args.port,
+            config=config,
+            archive_dir=args.archive or config.archive_dir,
+            prometheus=args.prometheus,
+            workers=args.workers,
+        )
+    except WorkbooksError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while stopping
+        parser.exit(130, "stopped without waiting for the running workbooks\n")
+
+
+if __name__ == "__main__":
+    main()
