@@ -344,7 +344,7 @@ class Archive:
             "ended_at": ended_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "recorded_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
-        _write_atomically(path, json.dumps(document, indent=2) + "\n")
+        write_atomically(path, json.dumps(document, indent=2) + "\n")
         self._update_index(
             path, lambda connection: index.set_resolved(connection, incident_id, ended_at)
         )
@@ -597,7 +597,8 @@ def _dump(record: RunRecord) -> str:
     return json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` whole or not at all (a partial file, then one rename)."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         partial.write_text(text, encoding="utf-8")

@@ -396,7 +396,7 @@ def reindex(session: _Session) -> None:
 def serve(
     session: _Session, host: str, port: int, prometheus: str | None, workers: int | None
 ) -> None:
-    """Accept Alertmanager's webhook and run the matching workbooks.
+    """Run workbooks from Alertmanager's webhook.
 
     POST /alerts answers 202 at once; each alert group runs each of its runbooks once per
     distinct set of firing alerts, on a pool of workers; runs are archived and summarised to

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +32,7 @@ from workbooks.archive import (
     Archive,
     RunRecord,
     package_version,
+    write_atomically,
 )
 from workbooks.config import PROJECT_ROOT
 from workbooks.errors import ArchiveError, WorkbooksError
@@ -58,7 +57,7 @@ def render_report(archive: Archive, id: str, format: ReportFormat = "html") -> P
     run = archive.get(id)
     if format == "html":
         target = run.path / REPORT_HTML
-        _write(target, report_html(archive, run))
+        write_atomically(target, report_html(archive, run))
         return target
     if format == "md":
         text, files = report_markdown(archive, run)
@@ -71,7 +70,7 @@ def render_report(archive: Archive, id: str, format: ReportFormat = "html") -> P
         except OSError as exc:
             raise ArchiveError(f"cannot write the report's charts into {folder}: {exc}") from exc
         target = run.path / REPORT_MD
-        _write(target, text)
+        write_atomically(target, text)
         return target
     raise ValueError(f"format must be 'html' or 'md', not {format!r}")
 
@@ -88,7 +87,7 @@ def cached_report(archive: Archive, run: RunRecord) -> Path:
     ]
     newest = max((path.stat().st_mtime for path in sources if path.exists()), default=0.0)
     if not target.exists() or target.stat().st_mtime < newest:
-        _write(target, report_html(archive, run))
+        write_atomically(target, report_html(archive, run))
     return target
 
 
@@ -149,16 +148,6 @@ def markdown_text(value: Any) -> str:
     for character in "\\`*_[]|#":
         text = text.replace(character, "\\" + character)
     return text
-
-
-def _write(target: Path, text: str) -> None:
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise ArchiveError(f"cannot write the report {target}: {exc}") from exc
 
 
 def _notebook(run: RunRecord) -> nbformat.NotebookNode:

@@ -234,7 +234,7 @@ def _pruned(run: RunRecord, action: Literal["delete", "strip"], size: int) -> Pr
 
 def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
     """Delete what ``planned`` lists, under the index's write lock; the plan, ``applied``."""
-    from workbooks.archive import _read_findings, _read_record, _write_atomically
+    from workbooks.archive import _read_findings, _read_record, write_atomically
 
     trash = archive.root / ".staging" / f"prune-{uuid.uuid4().hex}"
     try:
@@ -254,7 +254,7 @@ def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
                     else:
                         entry.unlink()
                 record = _read_record(run.path).model_copy(update={"pruned_at": datetime.now(UTC)})
-                _write_atomically(run.path / "run.json", record.model_dump_json(indent=2) + "\n")
+                write_atomically(run.path / "run.json", record.model_dump_json(indent=2) + "\n")
                 index.insert_run(connection, record, _read_findings(run.path), archive.root)
             for incident in planned.incidents:
                 if incident.path.is_dir():
