@@ -11,23 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from workbooks.routing import PARAMETER_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TEMPLATE = ROOT / "templates" / "runbook.ipynb"
-PARAMETERS = [
-    "alert_name",
-    "severity",
-    "status",
-    "labels",
-    "annotations",
-    "starts_at",
-    "ends_at",
-    "group_key",
-    "fingerprints",
-    "lookback",
-    "baseline",
-    "source",
-]
+PARAMETERS = list(PARAMETER_NAMES)
 SECTIONS = [
     "## 1. Alert description",
     "## 2. Immediate actions",

@@ -18,7 +18,7 @@ from workbooks.archive import Archive
 from workbooks.config import Config
 from workbooks.errors import ConfigError, RunFailedError, UnknownRunbookError
 from workbooks.findings import Finding
-from workbooks.routing import load_runbooks
+from workbooks.routing import PARAMETER_NAMES, load_runbooks
 from workbooks.runner import (
     ERROR_TAG,
     Execution,
@@ -31,20 +31,6 @@ from workbooks.runner import (
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 RUNBOOKS = NOTEBOOKS / "runbooks"
-PARAMETER_NAMES = {
-    "alert_name",
-    "severity",
-    "status",
-    "labels",
-    "annotations",
-    "starts_at",
-    "ends_at",
-    "group_key",
-    "fingerprints",
-    "lookback",
-    "baseline",
-    "source",
-}
 
 
 def alert(name: str, **labels: str) -> dict[str, Any]:
@@ -283,7 +269,7 @@ def test_parameters_from_several_alerts() -> None:
         )
     )
     parameters = workbook_parameters(_runbook(), group.alerts, group, source="demo")
-    assert set(parameters) == PARAMETER_NAMES
+    assert set(parameters) == set(PARAMETER_NAMES)
     assert parameters["severity"] == "critical"
     assert parameters["status"] == "firing" and parameters["ends_at"] == ""
     assert parameters["labels"] == {"alertname": "HighLatency", "service": "api"}
