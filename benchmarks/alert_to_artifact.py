@@ -7,25 +7,26 @@ or directly::
     .venv/bin/python benchmarks/alert_to_artifact.py --runs 9    # median of 9
     .venv/bin/python benchmarks/alert_to_artifact.py --json      # the numbers as JSON
 
-For each runbook with a bundled demo (``workbooks.demo.DEMO_SCENARIOS``) it times the whole
-``workbooks.runner.run_alert`` call, from parsing the webhook payload to the archive commit
-returning, in two modes:
+For each runbook with a bundled demo (``workbooks.synthetic.demo.DEMO_SCENARIOS``) it times the
+whole ``workbooks.running.runner.run_alert`` call, from parsing the webhook payload to the
+archive commit returning, in two modes:
 
 ``demo``
     ``source="demo"``: the bundled evidence stands in for Prometheus (offline).
 ``prometheus``
-    A real Prometheus (Debian's ``prometheus`` and ``promtool``), one per runbook, backfilled
-    with the runbook's demo scenario by ``workbooks.lab.start_prometheus``; ``WORKBOOKS_NOW`` is
-    pinned to the end of the scenario so the workbook's window matches the data. Skipped, with
-    a message, when the binaries are missing.
+    A real Prometheus (Debian's ``prometheus`` and ``promtool``), one per runbook,
+    backfilled with the runbook's demo scenario by ``workbooks.synthetic.lab.start_prometheus``;
+    ``WORKBOOKS_NOW`` is pinned to the end of the scenario so the workbook's window matches the
+    data. Skipped, with a message, when the binaries are missing.
 
 Each is compared with a **floor** measured in the same process: a fresh ``python3`` kernel
 started with jupyter_client plus ``import pandas, matplotlib.pyplot`` executed in it, until the
 reply comes back. ``ratio`` is a median over the floor's median.
 
-Each mode, and the floor, gets one warm-up run first that is not counted. ``workbooks.runner``
-(papermill, nbclient) is imported before any timing, and its import time is reported on its
-own: a one-shot process such as ``workbook run`` pays it on top of the times below.
+Each mode, and the floor, gets one warm-up run first that is not counted.
+``workbooks.running.runner`` (papermill, nbclient) is imported before any timing, and its import
+time is reported on its own: a one-shot process such as ``workbook run`` pays it on top of the
+times below.
 
 The Prometheus-mode warm-up runs on the first runbook's server; each other runbook's first
 counted run is the first query its fresh Prometheus answers (the per-run samples are in
@@ -60,11 +61,11 @@ from typing import Any
 
 from jupyter_client.manager import start_new_kernel
 
-from workbooks.alert import parse_alert_group
-from workbooks.archive import Archive, RunRecord
-from workbooks.config import Config, load_config
-from workbooks.demo import DEMO_SCENARIOS, demo_alert_path
-from workbooks.lab import prometheus_available, start_prometheus
+from workbooks.archive.store import Archive, RunRecord
+from workbooks.core.alert import parse_alert_group
+from workbooks.core.config import Config, load_config
+from workbooks.synthetic.demo import DEMO_SCENARIOS, demo_alert_path
+from workbooks.synthetic.lab import prometheus_available, start_prometheus
 
 FLOOR_CODE = "import pandas, matplotlib.pyplot"
 KERNEL_NAME = "python3"
@@ -190,7 +191,7 @@ def alert_to_artifact(
     runbook: str, payload: str, *, config: Config, archive: Archive, source: str
 ) -> tuple[float, RunRecord]:
     """One run: parse the alert, run the workbook, archive it. Returns (seconds, the record)."""
-    from workbooks.runner import run_alert  # imported (and timed) once in main()
+    from workbooks.running.runner import run_alert  # imported (and timed) once in main()
 
     started = time.perf_counter()
     group = parse_alert_group(json.loads(payload))
@@ -328,7 +329,8 @@ def format_table(report: Report) -> str:
             f"warm-up ({mode}, not counted): {what}{warm['seconds']:.2f} s {warm['status']}"
         )
     lines.append(
-        f"import workbooks.runner (papermill, nbclient): {report.runner_import_seconds:.2f} s, "
+        f"import workbooks.running.runner (papermill, nbclient): "
+        f"{report.runner_import_seconds:.2f} s, "
         "paid once before timing; a fresh process (the first run, `workbook run`) pays it on top"
     )
     lines.append(
@@ -459,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(env={})
 
     started = time.perf_counter()
-    import workbooks.runner  # noqa: F401  (papermill and nbclient: paid once, reported apart)
+    import workbooks.running.runner  # noqa: F401  (papermill and nbclient: paid once, reported apart)
 
     runner_import_seconds = time.perf_counter() - started
 

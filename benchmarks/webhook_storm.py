@@ -6,7 +6,7 @@
 Four measurements, each on a fresh archive in a temporary folder:
 
 ``storm``
-    The service as a real subprocess (``python -m workbooks.service``, 2 worker threads, the
+    The service as a real subprocess (``python -m workbooks.service.app``, 2 worker threads, the
     tiny test runbook ``tests/notebooks/service/svc-echo``). ``--groups`` alert groups of 8
     alerts, each delivery posted ``--copies`` times, shuffled, by ``--threads`` client threads
     with keep-alive: the response time of ``POST /alerts`` while the workers run the queued
@@ -50,10 +50,10 @@ from typing import Any
 
 import requests
 
-from workbooks.archive import Archive
-from workbooks.config import Config, ServiceSettings
-from workbooks.intake import Intake
-from workbooks.service import Service
+from workbooks.archive.store import Archive
+from workbooks.core.config import Config, ServiceSettings
+from workbooks.service.app import Service
+from workbooks.service.intake import Intake
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "notebooks" / "service"
@@ -123,7 +123,7 @@ class ServiceProcess:
         env.pop("WORKBOOKS_NOTEBOOKS", None)
         if notebooks is not None:
             env["WORKBOOKS_NOTEBOOKS"] = str(notebooks)
-        command = [sys.executable, "-m", "workbooks.service", "--archive", str(archive)]
+        command = [sys.executable, "-m", "workbooks.service.app", "--archive", str(archive)]
         command += ["--port", self.url.rsplit(":", 1)[1], "--workers", str(WORKERS)]
         command += ["--prometheus", prometheus]
         self.log_path = archive.parent / "service.log"
@@ -288,8 +288,8 @@ def bench_drain(
         service=ServiceSettings(dedup_window_seconds=0),
     )
     filler = Service(config=config, archive_dir=archive, source="demo", workers=0)
-    from workbooks.alert import parse_alert_group
-    from workbooks.intake import plan
+    from workbooks.core.alert import parse_alert_group
+    from workbooks.service.intake import plan
 
     for payload in payloads:
         for decision in filler.intake.accept(

@@ -39,7 +39,7 @@ HIGH_LATENCY: dict[str, Any] = {
     ),
     "intro": (
         "Runbook **high-latency** (service group). Run it top to bottom: every query is a named "
-        "entry of the catalog (`workbooks/queries.yaml`, overridable in your config); to try a "
+        "entry of the catalog (`workbooks/notebook/queries.yaml`, overridable in your config); to try a "
         "changed query, pass `promql=...` to `incident.query` in that cell and re-run it."
     ),
     "imports": "from workbooks.runbooks import high_latency",
@@ -144,7 +144,7 @@ HIGH_MEMORY: dict[str, Any] = {
     ),
     "intro": (
         "Runbook **high-memory** (infrastructure group). Run it top to bottom; every query is a "
-        "named catalog entry (`workbooks/queries.yaml`, overridable in your config); pass "
+        "named catalog entry (`workbooks/notebook/queries.yaml`, overridable in your config); pass "
         "`promql=...` to `incident.query` in a cell to try a changed query."
     ),
     "imports": "from workbooks.runbooks import high_memory",
@@ -230,7 +230,7 @@ ACCURACY_DROP: dict[str, Any] = {
     ),
     "intro": (
         "Runbook **accuracy-drop** (model group). Run it top to bottom; every query is a named "
-        "catalog entry (`workbooks/queries.yaml`, overridable in your config); pass `promql=...` "
+        "catalog entry (`workbooks/notebook/queries.yaml`, overridable in your config); pass `promql=...` "
         "to `incident.query` in a cell to try a changed query."
     ),
     "imports": "from workbooks.runbooks import accuracy_drop",
@@ -304,7 +304,7 @@ TEMPLATE: dict[str, Any] = {
         "put each step's logic in `lib/workbooks/runbooks/<runbook_id>.py` with a unit test. "
         "Cells stay thin: a named catalog query, then one call that charts and records findings."
     ),
-    "imports": "from workbooks.findings import Finding",
+    "imports": "from workbooks.core.findings import Finding",
     "parameters": {
         **demo_parameters("NewAlertName", "warning", "What the alert says"),
         "source": "prometheus",

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from workbooks.lab import PrometheusServer, prometheus_available, start_prometheus
-from workbooks.scenarios import Scenario, make_scenario
+from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
+from workbooks.synthetic.scenarios import Scenario, make_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

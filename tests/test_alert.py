@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from workbooks.alert import parse_alert_group, read_alert_group
-from workbooks.errors import BadAlertError, WorkbooksError
-from workbooks.scenarios import make_scenario
+from workbooks.core.alert import parse_alert_group, read_alert_group
+from workbooks.core.errors import BadAlertError, WorkbooksError
+from workbooks.synthetic.scenarios import make_scenario
 
 DATA = Path(__file__).parent / "data"
 MIXED_GROUP = DATA / "alertmanager_mixed_group.json"

@@ -26,8 +26,8 @@ import requests
 import yaml
 
 from test_service import TOKEN, ServiceProcess, free_port, wait_for
-from workbooks.archive import Archive
-from workbooks.scenarios import make_scenario, write_openmetrics
+from workbooks.archive.store import Archive
+from workbooks.synthetic.scenarios import make_scenario, write_openmetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "alertmanager.md"

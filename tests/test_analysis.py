@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbooks.analysis import (
+from workbooks.notebook.analysis import (
     Comparison,
     changes,
     compare,

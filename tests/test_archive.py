@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from workbooks.archive import Archive, RunRecord, incident_id
-from workbooks.errors import ArchiveError, RunNotFoundError
-from workbooks.findings import Finding
+from workbooks.archive.store import Archive, RunRecord, incident_id
+from workbooks.core.errors import ArchiveError, RunNotFoundError
+from workbooks.core.findings import Finding
 
 RUNBOOKS = Path(__file__).parent / "notebooks" / "runbooks"
 START = datetime(2026, 11, 28, 14, 5, 7, tzinfo=UTC)
@@ -197,7 +197,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from datetime import UTC, datetime, timedelta
-    from workbooks.archive import Archive, RunRecord, incident_id
+    from workbooks.archive.store import Archive, RunRecord, incident_id
 
     root, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     archive = Archive(root)
@@ -233,10 +233,10 @@ def test_concurrent_writers_from_several_processes(tmp_path: Path) -> None:
 KILLED_RUN = textwrap.dedent(
     """
     import sys
-    from workbooks.alert import parse_alert_group
-    from workbooks.archive import Archive
-    from workbooks.config import Config
-    from workbooks.runner import run_alert
+    from workbooks.core.alert import parse_alert_group
+    from workbooks.archive.store import Archive
+    from workbooks.core.config import Config
+    from workbooks.running.runner import run_alert
 
     group = parse_alert_group({"version": "4", "status": "firing", "groupKey": "k", "alerts": [
         {"status": "firing", "labels": {"alertname": "SlowInvestigation"},
@@ -413,7 +413,7 @@ def test_notes_are_appended_and_unknown_incidents_refused(tmp_path: Path) -> Non
 NOTE_WRITER = textwrap.dedent(
     """
     import sys
-    from workbooks.archive import Archive
+    from workbooks.archive.store import Archive
 
     archive = Archive(sys.argv[1])
     for number in range(int(sys.argv[4])):

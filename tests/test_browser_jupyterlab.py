@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from workbooks.alert import read_alert_group
-from workbooks.archive import Archive
-from workbooks.config import Config
-from workbooks.demo import demo_alert_path
-from workbooks.investigate import launch_jupyterlab, open_workbook, running_server
-from workbooks.runner import run_alert
+from workbooks.archive.store import Archive
+from workbooks.core.alert import read_alert_group
+from workbooks.core.config import Config
+from workbooks.running.investigate import launch_jupyterlab, open_workbook, running_server
+from workbooks.running.runner import run_alert
+from workbooks.synthetic.demo import demo_alert_path
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

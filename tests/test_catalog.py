@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from workbooks.catalog import Catalog
-from workbooks.config import load_config
-from workbooks.errors import ConfigError, QueryFailedError
-from workbooks.lab import PrometheusServer, prometheus_available, start_prometheus
-from workbooks.scenarios import make_scenario
+from workbooks.core.config import load_config
+from workbooks.core.errors import ConfigError, QueryFailedError
+from workbooks.notebook.catalog import Catalog
+from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
+from workbooks.synthetic.scenarios import make_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)

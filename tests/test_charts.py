@@ -13,8 +13,8 @@ import pytest
 from matplotlib.figure import Figure
 from nbclient import NotebookClient
 
-from workbooks.analysis import changes, find_onset, series_of, top_contributors
-from workbooks.charts import no_data, ranked_bars, timeseries, to_png
+from workbooks.notebook.analysis import changes, find_onset, series_of, top_contributors
+from workbooks.notebook.charts import no_data, ranked_bars, timeseries, to_png
 
 GiB = 2**30
 MINUTES = pd.date_range("2026-11-02T08:00:00Z", periods=120, freq="min")
@@ -191,7 +191,7 @@ def test_a_chart_displays_exactly_once_in_a_real_kernel():
     root = Path(__file__).resolve().parents[1]
     source = (
         "import pandas as pd\n"
-        "from workbooks.charts import timeseries\n"
+        "from workbooks.notebook.charts import timeseries\n"
         "index = pd.date_range('2026-11-02T08:00Z', periods=5, freq='min')\n"
         "timeseries(pd.Series([1.0, 2, 3, 2, 1], index=index), title='demo')"
     )

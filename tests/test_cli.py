@@ -14,9 +14,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from workbooks.archive import Archive
+from workbooks.archive.store import Archive
 from workbooks.cli import main, parse_duration
-from workbooks.errors import ConfigError
+from workbooks.core.errors import ConfigError
 
 RUNBOOKS = Path(__file__).parent / "notebooks" / "runbooks"
 FINDINGS_KEYS = ["incident", "runbook", "status", "started_at", "finished_at", "findings"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from workbooks.config import PROJECT_ROOT, PrometheusSettings, load_config, now
-from workbooks.errors import ConfigError
+from workbooks.core.config import PROJECT_ROOT, PrometheusSettings, load_config, now
+from workbooks.core.errors import ConfigError
 
 TOKEN = "tok-3f9a1c-SECRET"
 PASSWORD = "pw-hunter2-SECRET"
@@ -294,7 +294,7 @@ def test_a_bad_workbooks_now_names_the_setting() -> None:
 def test_workbooks_now_pins_now_for_a_fresh_process(tmp_path: Path) -> None:
     """What a notebook kernel sees: the variable set before the process starts."""
     completed = subprocess.run(
-        [sys.executable, "-c", "from workbooks.config import now; print(now().isoformat())"],
+        [sys.executable, "-c", "from workbooks.core.config import now; print(now().isoformat())"],
         env={"WORKBOOKS_NOW": "2026-11-20T14:45:00Z", "PATH": "/usr/bin:/bin"},
         cwd=tmp_path,
         capture_output=True,

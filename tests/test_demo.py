@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workbooks.demo import DEMO_SCENARIOS, demo_dir, record_demo
-from workbooks.lab import prometheus_available
+from workbooks.synthetic.demo import DEMO_SCENARIOS, demo_dir, record_demo
+from workbooks.synthetic.lab import prometheus_available
 
 ROOT = Path(__file__).resolve().parents[1]
 

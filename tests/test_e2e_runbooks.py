@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CASES, ROOT, Case
-from workbooks.findings import findings_from_notebook, ranked
+from workbooks.core.findings import findings_from_notebook, ranked
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 

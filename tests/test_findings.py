@@ -10,7 +10,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from workbooks.findings import (
+from workbooks.core.findings import (
     FINDING_MIME,
     SUMMARY_MIME,
     Finding,

@@ -17,13 +17,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from workbooks.catalog import Catalog
-from workbooks.config import Config, PrometheusSettings, parse_duration
-from workbooks.errors import ConfigError
-from workbooks.incident import Incident
-from workbooks.lab import PrometheusServer, prometheus_available, start_prometheus
-from workbooks.scenarios import make_scenario
-from workbooks.sources import EvidenceSource, Window, demo_evidence_dir
+from workbooks.core.config import Config, PrometheusSettings, parse_duration
+from workbooks.core.errors import ConfigError
+from workbooks.notebook.catalog import Catalog
+from workbooks.notebook.incident import Incident
+from workbooks.notebook.sources import EvidenceSource, Window, demo_evidence_dir
+from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
+from workbooks.synthetic.scenarios import make_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workbooks.routing import PARAMETER_NAMES
+from workbooks.running.parameters import PARAMETER_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

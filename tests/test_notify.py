@@ -19,12 +19,12 @@ import pytest
 from apprise.plugins.slack import NotifySlack
 
 from test_service import ServiceThread, alert, delivery, free_port, service_config, wait_for
-from workbooks.archive import RunRecord
-from workbooks.config import Config, NotificationSettings
-from workbooks.errors import ConfigError
-from workbooks.findings import Finding
-from workbooks.notify import inert, notify_run, render, send
-from workbooks.service import Service
+from workbooks.archive.store import RunRecord
+from workbooks.core.config import Config, NotificationSettings
+from workbooks.core.errors import ConfigError
+from workbooks.core.findings import Finding
+from workbooks.service.app import Service
+from workbooks.service.notify import inert, notify_run, render, send
 
 SLACK_TOKENS = "T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7"
 

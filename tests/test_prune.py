@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from workbooks.alert import parse_alert_group
-from workbooks.archive import Archive, RunRecord, incident_id
+from workbooks.archive.report import render_report
+from workbooks.archive.retention import folder_bytes
+from workbooks.archive.store import Archive, RunRecord, incident_id
 from workbooks.cli import main
-from workbooks.config import Config
-from workbooks.errors import RunNotFoundError
-from workbooks.findings import Finding
-from workbooks.incident import Incident
-from workbooks.report import render_report
-from workbooks.retention import folder_bytes
-from workbooks.runner import run_alert
+from workbooks.core.alert import parse_alert_group
+from workbooks.core.config import Config
+from workbooks.core.errors import RunNotFoundError
+from workbooks.core.findings import Finding
+from workbooks.notebook.incident import Incident
+from workbooks.running.runner import run_alert
 
 RUNBOOKS = Path(__file__).parent / "notebooks" / "runbooks"
 NOW = datetime.now(UTC)

@@ -13,18 +13,18 @@ from typing import Any
 
 import pytest
 
-from workbooks.alert import parse_alert_group, read_alert_group
-from workbooks.archive import Archive, RunRecord
-from workbooks.config import Config
-from workbooks.demo import demo_alert_path
-from workbooks.report import (
+from workbooks.archive.report import (
     REPORT_FILES,
     cached_report,
     describe_source,
     markdown_text,
     render_report,
 )
-from workbooks.runner import run_alert
+from workbooks.archive.store import Archive, RunRecord
+from workbooks.core.alert import parse_alert_group, read_alert_group
+from workbooks.core.config import Config
+from workbooks.running.runner import run_alert
+from workbooks.synthetic.demo import demo_alert_path
 
 RUNBOOKS = Path(__file__).parent / "notebooks" / "runbooks"
 XSS = "<script>alert(1)</script>"

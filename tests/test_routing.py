@@ -11,9 +11,16 @@ from typing import Any
 
 import pytest
 
-from workbooks.alert import AlertGroup, parse_alert_group
-from workbooks.errors import UnknownRunbookError
-from workbooks.routing import GROUPS, Runbook, get_runbook, load_runbooks, read_runbook, route
+from workbooks.core.alert import AlertGroup, parse_alert_group
+from workbooks.core.errors import UnknownRunbookError
+from workbooks.running.routing import (
+    GROUPS,
+    Runbook,
+    get_runbook,
+    load_runbooks,
+    read_runbook,
+    route,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

@@ -13,13 +13,14 @@ from typing import Any
 import nbformat
 import pytest
 
-from workbooks.alert import parse_alert_group
-from workbooks.archive import Archive
-from workbooks.config import Config
-from workbooks.errors import ConfigError, RunFailedError, UnknownRunbookError
-from workbooks.findings import Finding
-from workbooks.routing import PARAMETER_NAMES, load_runbooks
-from workbooks.runner import (
+from workbooks.archive.store import Archive
+from workbooks.core.alert import parse_alert_group
+from workbooks.core.config import Config
+from workbooks.core.errors import ConfigError, RunFailedError, UnknownRunbookError
+from workbooks.core.findings import Finding
+from workbooks.running.parameters import PARAMETER_NAMES
+from workbooks.running.routing import load_runbooks
+from workbooks.running.runner import (
     ERROR_TAG,
     Execution,
     execute_notebook,

@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import pytest
 
-from workbooks.lab import PrometheusServer, prometheus_available, start_prometheus
-from workbooks.scenarios import (
+from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
+from workbooks.synthetic.scenarios import (
     CAUSES,
     INSTANCES,
     ROUTES,

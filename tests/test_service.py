@@ -27,11 +27,13 @@ import pytest
 import requests
 import uvicorn
 
-from workbooks.alert import parse_alert_group
-from workbooks.archive import Archive, incident_id
-from workbooks.config import Config, ServiceSettings
-from workbooks.errors import ConfigError
-from workbooks.intake import (
+from workbooks.archive.store import Archive, incident_id
+from workbooks.core.alert import parse_alert_group
+from workbooks.core.config import Config, ServiceSettings
+from workbooks.core.errors import ConfigError
+from workbooks.running.routing import load_runbooks
+from workbooks.service.app import Service, serve
+from workbooks.service.intake import (
     LEASE_SECONDS,
     QUEUE_FILE,
     Intake,
@@ -40,8 +42,6 @@ from workbooks.intake import (
     owner_id,
     plan,
 )
-from workbooks.routing import load_runbooks
-from workbooks.service import Service, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNBOOKS = Path(__file__).parent / "notebooks" / "service"
@@ -170,7 +170,7 @@ def accepting(tmp_path: Path) -> Iterator[ServiceThread]:
 
 
 class ServiceProcess:
-    """``python -m workbooks.service`` in a subprocess, on a free loopback port."""
+    """``python -m workbooks.service.app`` in a subprocess, on a free loopback port."""
 
     def __init__(
         self,
@@ -189,7 +189,7 @@ class ServiceProcess:
         environment.pop("WORKBOOKS_NOTEBOOKS", None)
         if notebooks is not None:
             environment["WORKBOOKS_NOTEBOOKS"] = str(notebooks)
-        command = [sys.executable, "-m", "workbooks.service", "--archive", str(archive)]
+        command = [sys.executable, "-m", "workbooks.service.app", "--archive", str(archive)]
         command += ["--port", str(self.port), "--workers", str(workers)]
         command += ["--prometheus", prometheus]
         archive.mkdir(parents=True, exist_ok=True)
@@ -480,7 +480,7 @@ def test_the_ledger_hands_out_lost_and_abandoned_runs_again(tmp_path: Path) -> N
 
 
 def test_a_run_archived_by_a_worker_that_died_is_recorded_not_run_again(tmp_path: Path) -> None:
-    from workbooks.runner import run_alert
+    from workbooks.running.runner import run_alert
 
     archive_dir = tmp_path / "archive"
     config = service_config(archive_dir)

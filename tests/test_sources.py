@@ -21,17 +21,15 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 import pytest
 
-from workbooks.catalog import Catalog
-from workbooks.config import PrometheusSettings
-from workbooks.errors import (
+from workbooks.core.config import PrometheusSettings
+from workbooks.core.errors import (
     ConfigError,
     EvidenceMissingError,
     QueryFailedError,
     SourceUnavailableError,
 )
-from workbooks.lab import PrometheusServer, prometheus_available, start_prometheus
-from workbooks.scenarios import make_scenario
-from workbooks.sources import (
+from workbooks.notebook.catalog import Catalog
+from workbooks.notebook.sources import (
     EvidenceSource,
     EvidenceWriter,
     PrometheusSource,
@@ -45,6 +43,8 @@ from workbooks.sources import (
     series_count,
     utc,
 )
+from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
+from workbooks.synthetic.scenarios import make_scenario
 
 ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
 SERVICE = "inference-api"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from test_service import ServiceThread, alert, delivery, service_config, wait_for
-from workbooks.service import Service
+from workbooks.service.app import Service
 
 GROUPS = 30
 ALERTS_PER_GROUP = 8

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from workbooks.alert import parse_alert_group, read_alert_group
-from workbooks.archive import Archive, RunRecord
-from workbooks.config import Config
-from workbooks.demo import demo_alert_path
-from workbooks.runner import run_alert
+from workbooks.archive.store import Archive, RunRecord
+from workbooks.core.alert import parse_alert_group, read_alert_group
+from workbooks.core.config import Config
+from workbooks.running.runner import run_alert
+from workbooks.synthetic.demo import demo_alert_path
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -112,7 +112,7 @@ def base_url(archive: Archive) -> Iterator[str]:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from workbooks.web import create_app
+    from workbooks.archive.web import create_app
 
     with serving(Starlette(routes=[Mount("/archive", app=create_app(archive))])) as url:
         yield f"{url}/archive"
@@ -300,7 +300,7 @@ def test_page_response_times(page: Any, base_url: str, archive: Archive) -> None
 
 
 def test_links_work_without_a_mount(page: Any, archive: Archive) -> None:
-    from workbooks.web import create_app
+    from workbooks.archive.web import create_app
 
     incident = archive.incidents()[0].incident_id
     with serving(create_app(archive)) as url:

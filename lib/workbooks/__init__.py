@@ -1,7 +1,8 @@
 """Incident Workbooks: parameterized Jupyter runbooks, run from alerts, archived as evidence.
 
 Notebooks call :func:`open_incident`; everything else is reached through its modules
-(``workbooks.runner``, ``workbooks.archive``, ``workbooks.cli``). Importing the package is cheap:
+(``workbooks.running.runner``, ``workbooks.archive.store``, ``workbooks.cli``). Importing the
+package is cheap:
 pandas and matplotlib load only when an incident is opened.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from workbooks.errors import (
+from workbooks.core.errors import (
     ArchiveError,
     BadAlertError,
     ConfigError,
@@ -25,7 +26,7 @@ from workbooks.errors import (
 )
 
 if TYPE_CHECKING:
-    from workbooks.incident import Incident
+    from workbooks.notebook.incident import Incident
 
 try:
     __version__ = version("incident-workbooks")
@@ -51,6 +52,6 @@ __all__ = [
 
 def open_incident(runbook: str, **parameters: Any) -> Incident:
     """A notebook's entry point: its parameters in, an :class:`Incident` out."""
-    from workbooks.incident import Incident
+    from workbooks.notebook.incident import Incident
 
     return Incident(runbook=runbook, **parameters)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from workbooks.archive import package_version
+from workbooks.archive.store import package_version
 from workbooks.cli import postmortem, runs
 from workbooks.cli.common import _environment, _Session
-from workbooks.config import parse_duration
+from workbooks.core.config import parse_duration
 
 __all__ = ["main", "parse_duration"]
 

@@ -15,16 +15,16 @@ from typing import Any, TypeVar
 
 import click
 
-from workbooks.archive import Archive, RunRecord
-from workbooks.config import Config, load_config, parse_duration
-from workbooks.errors import (
+from workbooks.archive.store import Archive, RunRecord
+from workbooks.core.config import Config, load_config, parse_duration
+from workbooks.core.errors import (
     BadAlertError,
     ConfigError,
     RunNotFoundError,
     UnknownRunbookError,
     WorkbooksError,
 )
-from workbooks.findings import Finding, ranked
+from workbooks.core.findings import Finding, ranked
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2

@@ -96,9 +96,9 @@ def open_workbook(
       workbook open high-latency --at 2026-11-20T14:10:00Z --label service=inference-api
       workbook open --from 20261128T140507Z-high-latency --no-browser --port 8890
     """
-    from workbooks.alert import read_alert_group
-    from workbooks.investigate import launch_jupyterlab
-    from workbooks.investigate import open_workbook as prepare
+    from workbooks.core.alert import read_alert_group
+    from workbooks.running.investigate import launch_jupyterlab
+    from workbooks.running.investigate import open_workbook as prepare
 
     config = session.config()
     archive = session.archive(config)
@@ -146,7 +146,7 @@ def report(session: _Session, id: str, format: str) -> None:
     Example:
       workbook report 20261128T1405Z-highlatency-3f9a2c1b --format md
     """
-    from workbooks.report import render_report
+    from workbooks.archive.report import render_report
 
     click.echo(render_report(session.archive(), id, format=format))  # type: ignore[arg-type]
 
@@ -206,7 +206,7 @@ def archive_serve(session: _Session, host: str, port: int) -> None:
     Example:
       workbook archive serve --port 9096
     """
-    from workbooks.web import serve_archive
+    from workbooks.archive.web import serve_archive
 
     root = session.archive().root
     click.echo(f"serving {root} at http://{host}:{port}/ (Ctrl-C stops)", err=True)

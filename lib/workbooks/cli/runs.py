@@ -18,7 +18,7 @@ from workbooks.cli.common import (
     _table,
     _top_finding,
 )
-from workbooks.errors import (
+from workbooks.core.errors import (
     ConfigError,
     UnknownRunbookError,
 )
@@ -58,7 +58,7 @@ def run(
       workbook run --alert alert.json --prometheus http://127.0.0.1:9090
       workbook run high-latency --alert - --evidence archive/INCIDENT/RUN/evidence < alert.json
     """
-    from workbooks.alert import read_alert_group
+    from workbooks.core.alert import read_alert_group
 
     group = read_alert_group(alert_file)
     config = session.config()
@@ -72,7 +72,7 @@ def run(
             "no metrics source: set WORKBOOKS_PROMETHEUS_URL (or prometheus.url in the config "
             "file), or pass --prometheus URL or --evidence DIR"
         )
-    from workbooks.runner import run_alert  # papermill: imported only when a run is due
+    from workbooks.running.runner import run_alert  # papermill: imported only when a run is due
 
     archive = session.archive(config)
     records = run_alert(
@@ -98,7 +98,7 @@ def runbooks(session: _Session, as_json: bool) -> None:
     Example:
       workbook runbooks --json
     """
-    from workbooks.routing import load_runbooks
+    from workbooks.running.routing import load_runbooks
 
     found = sorted(
         load_runbooks(session.config().notebooks_dir).values(), key=lambda r: (r.group, r.id)
@@ -199,7 +199,7 @@ def replay(session: _Session, id: str, as_json: bool) -> None:
     Example:
       workbook replay 20261128T140507Z-high-latency
     """
-    from workbooks import runner
+    from workbooks.running import runner
 
     config = session.config()
     archive = session.archive(config)
@@ -220,8 +220,8 @@ def demo(session: _Session, runbook: str, as_json: bool) -> None:
     Example:
       workbook demo high-latency
     """
-    from workbooks.alert import read_alert_group
-    from workbooks.runner import run_alert
+    from workbooks.core.alert import read_alert_group
+    from workbooks.running.runner import run_alert
 
     alert_path = DEMO_DIR / runbook / "alert.json"
     if not alert_path.is_file():
@@ -297,7 +297,7 @@ def serve(
     Example:
       WORKBOOKS_WEBHOOK_TOKEN=... workbook serve --prometheus http://127.0.0.1:9090
     """
-    from workbooks.service import serve as run_service
+    from workbooks.service.app import serve as run_service
 
     config = session.config()
     run_service(

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import pandas as pd
 
-from workbooks import analysis, charts
-from workbooks.findings import Finding, format_value
-from workbooks.incident import Incident, QueryResult
+from workbooks.core.findings import Finding, format_value
+from workbooks.notebook import analysis, charts
+from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks.common import join, resolution_steps
 
 CRITICAL_DROP = 0.05

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from workbooks.findings import Severity, format_value, ranked
+from workbooks.core.findings import Severity, format_value, ranked
 
 if TYPE_CHECKING:
-    from workbooks.incident import Incident
+    from workbooks.notebook.incident import Incident
 
 # A value is "concentrated" in a few label values when their change against their own baseline
 # stands this far above the next one's.
@@ -45,7 +45,8 @@ def concentrated(
 ) -> Concentration | None:
     """Whether a few values of ``by`` explain the change (a clear gap in ratio to the rest).
 
-    ``table`` is :func:`workbooks.analysis.top_contributors` output. All values changing alike
+    ``table`` is :func:`workbooks.notebook.analysis.top_contributors` output. All values changing
+    alike
     is not a concentration: it points away from this label.
     """
     ranked = table.dropna(subset=["ratio"])
@@ -85,7 +86,7 @@ def resolution_steps(incident: Incident, *, quiet: str, fallback: str) -> None:
 
     When nothing was found at all, say so plainly: a quiet run is a good run.
     """
-    from workbooks.findings import Finding
+    from workbooks.core.findings import Finding
 
     steps: list[str] = []
     for finding in ranked(incident.findings):

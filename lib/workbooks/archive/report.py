@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import nbformat
 
-from workbooks.archive import (
+from workbooks.archive.store import (
     ALERT_FILE,
     EVIDENCE_DIR,
     NOTEBOOK_FILE,
@@ -34,9 +34,9 @@ from workbooks.archive import (
     package_version,
     write_atomically,
 )
-from workbooks.config import PROJECT_ROOT
-from workbooks.errors import ArchiveError, WorkbooksError
-from workbooks.findings import format_value, ranked
+from workbooks.core.config import PROJECT_ROOT
+from workbooks.core.errors import ArchiveError, WorkbooksError
+from workbooks.core.findings import format_value, ranked
 
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
 TEMPLATE_NAME = "report"

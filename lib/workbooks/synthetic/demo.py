@@ -1,6 +1,7 @@
 """The bundled demo incidents: one per runbook, recorded from a real Prometheus.
 
-Each demo is a synthetic scenario (``workbooks.scenarios``) backfilled into Prometheus with
+Each demo is a synthetic scenario (``workbooks.synthetic.scenarios``) backfilled into Prometheus
+with
 ``promtool``; its runbook notebook runs against that Prometheus with "now" pinned to the end of
 the scenario, and the evidence it saved is what ``source="demo"`` replays offline. A test
 records them again and compares (``tests/test_demo.py``); ``scripts/record-demo`` rewrites them.
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from workbooks.scenarios import Scenario, make_scenario
+from workbooks.synthetic.scenarios import Scenario, make_scenario
 
 DEMO_ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
 
@@ -49,10 +50,10 @@ def record_demo(runbook: str, notebook: Path, target: Path) -> Path:
     """
     import papermill
 
-    from workbooks.alert import parse_alert_group
-    from workbooks.lab import start_prometheus
-    from workbooks.routing import read_runbook
-    from workbooks.runner import workbook_parameters
+    from workbooks.core.alert import parse_alert_group
+    from workbooks.running.routing import read_runbook
+    from workbooks.running.runner import workbook_parameters
+    from workbooks.synthetic.lab import start_prometheus
 
     scenario = DEMO_SCENARIOS[runbook]
     payload = scenario.alert_payload()

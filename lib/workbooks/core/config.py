@@ -40,11 +40,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workbooks.errors import ConfigError
+from workbooks.core.errors import ConfigError
 
 ENV_PREFIX = "WORKBOOKS_"
 DEFAULT_CONFIG_FILE = "workbooks.yaml"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 # Prometheus' duration syntax: 30s, 5m, 2h, 1d, 1w, 1h30m.

@@ -46,14 +46,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from workbooks import notify
-from workbooks.alert import parse_alert_group
-from workbooks.archive import Archive, RunRecord
-from workbooks.config import Config, load_config
-from workbooks.errors import BadAlertError, ConfigError, UnknownRunbookError, WorkbooksError
-from workbooks.intake import Decision, Intake, QueuedRun, RunQueue, plan, recover
-from workbooks.routing import Runbook, load_runbooks
-from workbooks.web import create_app
+from workbooks.archive.store import Archive, RunRecord
+from workbooks.archive.web import create_app
+from workbooks.core.alert import parse_alert_group
+from workbooks.core.config import Config, load_config
+from workbooks.core.errors import BadAlertError, ConfigError, UnknownRunbookError, WorkbooksError
+from workbooks.running.routing import Runbook, load_runbooks
+from workbooks.service import notify
+from workbooks.service.intake import Decision, Intake, QueuedRun, RunQueue, plan, recover
 
 RECOVERY_INTERVAL_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 20.0
@@ -331,7 +331,7 @@ class Service:
         self._notify(run, records, error)
 
     def _execute(self, run: QueuedRun) -> tuple[list[RunRecord], str | None]:
-        from workbooks.runner import run_alert  # papermill: only where runs happen
+        from workbooks.running.runner import run_alert  # papermill: only where runs happen
 
         try:
             group = parse_alert_group(run.payload)
@@ -390,7 +390,7 @@ class Service:
             notify.load_plugins()
         self.recover()
         if self.workers > 0:
-            import workbooks.runner  # noqa: F401  (papermill's import, before the first run)
+            import workbooks.running.runner  # noqa: F401  (papermill's import, before the first run)
 
             self._consumer = _Consumer(
                 self.queue.huey,
@@ -552,9 +552,10 @@ def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m workbooks.service``: the same as ``workbook serve``, for scripts and tests."""
+    """``python -m workbooks.service.app``: the same as ``workbook serve``, for scripts and
+    tests."""
     parser = argparse.ArgumentParser(
-        prog="python -m workbooks.service", description=(__doc__ or "").split("\n")[0]
+        prog="python -m workbooks.service.app", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9095)

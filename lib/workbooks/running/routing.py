@@ -11,15 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbooks.alert import Alert, AlertGroup
-from workbooks.errors import UnknownRunbookError
+from workbooks.core.alert import Alert, AlertGroup
+from workbooks.core.errors import UnknownRunbookError
 
 GROUPS = ("service", "model", "infrastructure", "security", "mobile")
-# The parameters cell of every runbook, in this order (DESIGN.md's notebook contract).
-PARAMETER_NAMES = (
-    *("alert_name", "severity", "status", "labels", "annotations", "starts_at", "ends_at"),
-    *("group_key", "fingerprints", "lookback", "baseline", "source"),
-)
 
 
 @dataclass(frozen=True, kw_only=True)

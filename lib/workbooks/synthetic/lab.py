@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from workbooks.scenarios import Scenario, write_openmetrics
+from workbooks.synthetic.scenarios import Scenario, write_openmetrics
 
 READY_TIMEOUT_SECONDS = 15.0
 

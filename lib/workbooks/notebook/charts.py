@@ -78,7 +78,8 @@ def timeseries(
 
     ``current``/``baseline`` are long frames (as sources return), wide frames (one column per
     series) or one series. Vertical lines mark the alert start and the found onset, a horizontal
-    one the ``limit``; ``markers`` is :func:`workbooks.analysis.changes` output ("2.4.0 on api-1").
+    one the ``limit``; ``markers`` is :func:`workbooks.notebook.analysis.changes` output ("2.4.0 on
+    api-1").
     Lines outside the plotted window are left out. Values are scaled to ``unit`` ("seconds" to
     ms or s, "bytes" to GiB/MiB, "ratio" to %). Beyond ``max_series`` series, the ones with the
     highest last value are kept and the legend says so.

@@ -1,6 +1,7 @@
 """The archive's SQLite index: what list, search and the web pages read instead of the folders.
 
-The folders are the truth (``workbooks.archive``); everything here is derived from them and can
+The folders are the truth (``workbooks.archive.store``); everything here is derived from them and
+can
 be dropped and rebuilt (``Archive.reindex``). An index of an older schema version is rebuilt
 the first time it is opened. Tables:
 
@@ -13,7 +14,7 @@ the first time it is opened. Tables:
 ==================  ==========================================================================
 
 Times are stored as fixed-width UTC text, so that text order is time order in SQL. This module
-speaks SQL only; :mod:`workbooks.archive` turns rows into records and errors into messages.
+speaks SQL only; :mod:`workbooks.archive.store` turns rows into records and errors into messages.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbooks.findings import SEVERITIES, Finding
+from workbooks.core.findings import SEVERITIES, Finding
 
 if TYPE_CHECKING:
-    from workbooks.archive import Note, RunRecord
+    from workbooks.archive.store import Note, RunRecord
 
 SCHEMA_VERSION = 2
 _TABLES = ("search", "notes", "findings", "runs", "incidents", "schema_version")

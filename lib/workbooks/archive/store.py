@@ -2,7 +2,7 @@
 
 ::
 
-    <root>/index.sqlite                            derived: workbooks.index
+    <root>/index.sqlite                            derived: workbooks.archive.index
     <root>/<incident_id>/notes.jsonl               actions taken, one JSON object a line, appended
                          resolved.json             when and that the alert resolved
                          <run_id>/workbook.ipynb   the executed notebook
@@ -17,7 +17,7 @@ A run is built in a staging folder and moved into place with one ``os.rename``, 
 is either whole or absent. The folders are the truth; the index is derived from them (``reindex``
 rebuilds it, and an index of an older schema is rebuilt when first opened), so a crash between
 a file write and the index write loses nothing. Retention (:meth:`Archive.prune`) is in
-:mod:`workbooks.retention`.
+:mod:`workbooks.archive.retention`.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbooks import index
-from workbooks.errors import ArchiveError, RunNotFoundError
-from workbooks.findings import SEVERITIES, Finding, ranked
+from workbooks.archive import index
+from workbooks.core.errors import ArchiveError, RunNotFoundError
+from workbooks.core.findings import SEVERITIES, Finding, ranked
 
 if TYPE_CHECKING:
-    from workbooks.retention import ArchiveStats, PrunePlan
+    from workbooks.archive.retention import ArchiveStats, PrunePlan
 
 SCHEMA_VERSION = index.SCHEMA_VERSION
 INDEX_FILE = "index.sqlite"
@@ -505,15 +505,15 @@ class Archive:
     ) -> PrunePlan:
         """Runs started more than ``older_than`` ago: what deleting them frees, and (not
         ``dry_run``) delete them. ``keep_findings`` keeps each run's findings, record and index
-        row, marking it pruned. See :mod:`workbooks.retention`."""
-        from workbooks import retention
+        row, marking it pruned. See :mod:`workbooks.archive.retention`."""
+        from workbooks.archive import retention
 
         planned = retention.plan(self, older_than=older_than, keep_findings=keep_findings, now=now)
         return planned if dry_run else retention.apply(self, planned)
 
     def stats(self) -> ArchiveStats:
         """Incidents, runs, notes, bytes on disk, the oldest and newest run."""
-        from workbooks import retention
+        from workbooks.archive import retention
 
         return retention.stats(self)
 

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import apprise
 import jinja2
 
-from workbooks.archive import NOTEBOOK_FILE, Archive, RunRecord
-from workbooks.config import PROJECT_ROOT, Config
-from workbooks.errors import ConfigError, WorkbooksError
-from workbooks.findings import Finding, ranked
+from workbooks.archive.store import NOTEBOOK_FILE, Archive, RunRecord
+from workbooks.core.config import PROJECT_ROOT, Config
+from workbooks.core.errors import ConfigError, WorkbooksError
+from workbooks.core.findings import Finding, ranked
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "templates" / "notification.md.j2"
 TOP_FINDINGS = 3

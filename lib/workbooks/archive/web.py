@@ -34,11 +34,11 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workbooks.archive import EVIDENCE_DIR, NOTEBOOK_FILE, Archive, IncidentSummary, RunRecord
-from workbooks.config import PROJECT_ROOT, parse_duration
-from workbooks.errors import ArchiveError, ConfigError, RunNotFoundError, WorkbooksError
-from workbooks.findings import SEVERITIES
-from workbooks.report import CONTENT_SECURITY_POLICY, cached_report, report_html
+from workbooks.archive.report import CONTENT_SECURITY_POLICY, cached_report, report_html
+from workbooks.archive.store import EVIDENCE_DIR, NOTEBOOK_FILE, Archive, IncidentSummary, RunRecord
+from workbooks.core.config import PROJECT_ROOT, parse_duration
+from workbooks.core.errors import ArchiveError, ConfigError, RunNotFoundError, WorkbooksError
+from workbooks.core.findings import SEVERITIES
 
 WEB_TEMPLATES = PROJECT_ROOT / "templates" / "web"
 STATUSES = ("firing", "resolved", "succeeded", "failed")

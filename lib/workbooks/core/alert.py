@@ -14,7 +14,7 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from workbooks.errors import BadAlertError
+from workbooks.core.errors import BadAlertError
 
 # Alertmanager writes this for "no end yet" (Go's zero time).
 _ZERO_TIME_YEAR = 1

@@ -17,12 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from workbooks import analysis, charts
-from workbooks.catalog import Catalog
-from workbooks.config import Config, current_config, now, parse_duration
-from workbooks.errors import SourceError, SourceUnavailableError, WorkbooksError
-from workbooks.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
-from workbooks.sources import (
+from workbooks.core.config import Config, current_config, now, parse_duration
+from workbooks.core.errors import SourceError, SourceUnavailableError, WorkbooksError
+from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
+from workbooks.notebook import analysis, charts
+from workbooks.notebook.catalog import Catalog
+from workbooks.notebook.sources import (
     EvidenceWriter,
     Source,
     Window,
@@ -302,13 +302,13 @@ class Incident:
         The incident is the one the runner archives for this alert (same group key, start time
         and alertname), in the configured archive (``WORKBOOKS_ARCHIVE``). The note goes into
         the incident folder's ``notes.jsonl``, so new runs and reindexing keep it. Returns the
-        :class:`workbooks.archive.Note`.
+        :class:`workbooks.archive.store.Note`.
         """
         import getpass
         import html
 
-        from workbooks.archive import Archive, incident_id
-        from workbooks.errors import RunNotFoundError
+        from workbooks.archive.store import Archive, incident_id
+        from workbooks.core.errors import RunNotFoundError
 
         archive = Archive(self.config.archive_dir)
         incident = incident_id(self.group_key, self.starts_at, self.alert_name)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from workbooks.errors import ConfigError, QueryFailedError
+from workbooks.core.errors import ConfigError, QueryFailedError
 
 # `{name}` with an identifier inside; PromQL's own braces always hold a matcher (`{a="b"}`).
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -126,7 +126,9 @@ class Catalog:
 
 @cache
 def _defaults() -> dict[str, CatalogQuery]:
-    text = resources.files("workbooks").joinpath("queries.yaml").read_text(encoding="utf-8")
+    text = (
+        resources.files("workbooks.notebook").joinpath("queries.yaml").read_text(encoding="utf-8")
+    )
     raw = yaml.safe_load(text)
     return {
         name: CatalogQuery(

@@ -28,8 +28,8 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from workbooks.config import PrometheusSettings
-from workbooks.errors import (
+from workbooks.core.config import PrometheusSettings
+from workbooks.core.errors import (
     ConfigError,
     EvidenceMissingError,
     QueryFailedError,

@@ -28,11 +28,12 @@ from urllib.parse import quote
 
 import nbformat
 
-from workbooks.alert import AlertGroup
-from workbooks.archive import EVIDENCE_DIR, NOTEBOOK_FILE, Archive, slug
-from workbooks.config import Config, parse_duration
-from workbooks.errors import ArchiveError, ConfigError, WorkbooksError
-from workbooks.routing import Runbook, get_runbook, load_runbooks, route
+from workbooks.archive.store import EVIDENCE_DIR, NOTEBOOK_FILE, Archive, slug
+from workbooks.core.alert import AlertGroup
+from workbooks.core.config import Config, parse_duration
+from workbooks.core.errors import ArchiveError, ConfigError, WorkbooksError
+from workbooks.running.parameters import Parameters
+from workbooks.running.routing import Runbook, get_runbook, load_runbooks, route
 
 INVESTIGATIONS_DIR = "investigations"
 LOG_FILE = "jupyterlab.log"
@@ -81,7 +82,7 @@ def open_workbook(
         if len(routes) > 1:
             names = ", ".join(each.runbook.id for each in routes)
             raise ConfigError(f"the alert routes to several runbooks ({names}); name one")
-        from workbooks.runner import workbook_parameters
+        from workbooks.running.runner import workbook_parameters
 
         chosen = routes[0].runbook
         parameters = workbook_parameters(
@@ -97,8 +98,14 @@ def open_workbook(
         if runbook is None:
             raise ConfigError("name the runbook to open (workbook open RUNBOOK --at TIME)")
         chosen = get_runbook(runbooks, runbook)
-        parameters = _parameters_at(chosen, at, dict(labels or {}), lookback, baseline)
-        parameters["source"] = _live_source(source, config)
+        parameters = Parameters.at(
+            at,
+            alert_name=chosen.alerts[0],
+            labels=dict(labels or {}),
+            source=_live_source(source, config),
+            lookback=lookback,
+            baseline=baseline,
+        ).to_dict()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = Path(folder or Path(INVESTIGATIONS_DIR) / f"{stamp}-{slug(chosen.id)}").absolute()
     return _prepare(chosen, parameters, _free_name(target, chosen.id))
@@ -113,25 +120,6 @@ def _live_source(source: str | None, config: Config) -> str:
         "no metrics source: set WORKBOOKS_PROMETHEUS_URL (or prometheus.url in the config file), "
         "or pass --prometheus URL, or open an archived run with --from ID to read its evidence"
     )
-
-
-def _parameters_at(
-    runbook: Runbook, at: datetime, labels: dict[str, str], lookback: str, baseline: str
-) -> dict[str, Any]:
-    moment = at if at.tzinfo else at.replace(tzinfo=UTC)
-    return {
-        "alert_name": labels.get("alertname") or runbook.alerts[0],
-        "severity": labels.get("severity", "warning"),
-        "status": "firing",
-        "labels": labels,
-        "annotations": {},
-        "starts_at": moment.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "ends_at": "",
-        "group_key": "",
-        "fingerprints": [],
-        "lookback": lookback,
-        "baseline": baseline,
-    }
 
 
 def _from_run(

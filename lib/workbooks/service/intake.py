@@ -32,10 +32,10 @@ from typing import Any, Literal
 
 from huey import RedisHuey, SqliteHuey
 
-from workbooks.alert import Alert, AlertGroup, parse_alert_group
-from workbooks.archive import ALERT_FILE, Archive, incident_id
-from workbooks.errors import ArchiveError, WorkbooksError
-from workbooks.routing import Runbook, route
+from workbooks.archive.store import ALERT_FILE, Archive, incident_id
+from workbooks.core.alert import Alert, AlertGroup, parse_alert_group
+from workbooks.core.errors import ArchiveError, WorkbooksError
+from workbooks.running.routing import Runbook, route
 
 INTAKE_FILE = "intake.sqlite"
 QUEUE_FILE = "queue.sqlite"

@@ -28,8 +28,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from workbooks.alert import Alert, AlertGroup, parse_alert_group
-from workbooks.archive import (
+from workbooks.archive.store import (
     ALERT_FILE,
     EVIDENCE_DIR,
     FINDINGS_FILE,
@@ -38,15 +37,16 @@ from workbooks.archive import (
     RunRecord,
     incident_id,
 )
-from workbooks.config import Config
-from workbooks.errors import ArchiveError, ConfigError, RunFailedError, UnknownRunbookError
-from workbooks.findings import Finding, findings_from_notebook, ranked, summary_markdown
-from workbooks.routing import Route, Runbook, load_runbooks, route
+from workbooks.core.alert import Alert, AlertGroup, parse_alert_group
+from workbooks.core.config import Config
+from workbooks.core.errors import ArchiveError, ConfigError, RunFailedError, UnknownRunbookError
+from workbooks.core.findings import Finding, findings_from_notebook, ranked, summary_markdown
+from workbooks.running.parameters import Parameters, iso
+from workbooks.running.routing import Route, Runbook, load_runbooks, route
 
 ErrorKind = Literal["exception", "cell-timeout", "run-timeout", "dead-kernel", "internal"]
 ERROR_TAG = "workbooks-error"
 _PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
-_SEVERITY_ORDER = ("critical", "warning", "info")
 # After the run deadline the kernel gets SIGINT, so the notebook shows where it was stuck; if
 # it is still running this much later (a cell that swallows KeyboardInterrupt, or C code that
 # never checks for signals), its whole process group gets SIGKILL.
@@ -339,10 +339,6 @@ def fill_summary(notebook_path: Path, findings: Sequence[Finding], execution: Ex
     _write_notebook(notebook, Path(notebook_path))
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def workbook_parameters(
     runbook: Runbook,
     alerts: Sequence[Alert],
@@ -361,27 +357,9 @@ def workbook_parameters(
             "put credentials in WORKBOOKS_PROMETHEUS_USERNAME/PASSWORD, not in the URL: "
             "parameters are written into the archived notebook"
         )
-    known = [alert.severity for alert in alerts if alert.severity in _SEVERITY_ORDER]
-    severity = min(known, key=_SEVERITY_ORDER.index) if known else "warning"
-    firing = any(alert.status == "firing" for alert in alerts)
-    labels = dict(alerts[0].labels)
-    for alert in alerts[1:]:
-        labels = {key: value for key, value in labels.items() if alert.labels.get(key) == value}
-    ends = [alert.ends_at for alert in alerts if alert.ends_at is not None]
-    return {
-        "alert_name": alerts[0].name,
-        "severity": severity,
-        "status": "firing" if firing else "resolved",
-        "labels": labels,
-        "annotations": dict(alerts[0].annotations),
-        "starts_at": _iso(min(alert.starts_at for alert in alerts)),
-        "ends_at": "" if firing or not ends else _iso(max(ends)),
-        "group_key": group.group_key,
-        "fingerprints": [alert.fingerprint for alert in alerts],
-        "lookback": lookback,
-        "baseline": baseline,
-        "source": source,
-    }
+    return Parameters.from_alerts(
+        alerts, group, source=source, lookback=lookback, baseline=baseline
+    ).to_dict()
 
 
 def run_alert(
@@ -480,8 +458,8 @@ def _run_route(
         "incident": record.incident_id,
         "runbook": record.runbook,
         "status": record.status,
-        "started_at": _iso(record.started_at),
-        "finished_at": _iso(record.finished_at),
+        "started_at": iso(record.started_at),
+        "finished_at": iso(record.finished_at),
         "findings": [finding.to_dict() for finding in findings],
     }
     (staging / FINDINGS_FILE).write_text(

@@ -10,7 +10,7 @@ and how many bytes that frees; applying it deletes exactly that. Two ways:
   incident still lists, searches and reports its findings.
 
 A folder to delete is first renamed into ``.staging`` (one atomic step), then removed, so a run
-folder is never left half-deleted. :class:`workbooks.archive.Archive` calls into this module.
+folder is never left half-deleted. :class:`workbooks.archive.store.Archive` calls into this module.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from workbooks import index
-from workbooks.errors import ArchiveError
+from workbooks.archive import index
+from workbooks.core.errors import ArchiveError
 
 if TYPE_CHECKING:
-    from workbooks.archive import Archive, RunRecord
+    from workbooks.archive.store import Archive, RunRecord
 
 # What a stripped run keeps: enough to list it, search it and report its findings.
 KEPT_WHEN_STRIPPED = frozenset({"run.json", "findings.json", "alert.json"})
@@ -234,7 +234,7 @@ def _pruned(run: RunRecord, action: Literal["delete", "strip"], size: int) -> Pr
 
 def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
     """Delete what ``planned`` lists, under the index's write lock; the plan, ``applied``."""
-    from workbooks.archive import _read_findings, _read_record, write_atomically
+    from workbooks.archive.store import _read_findings, _read_record, write_atomically
 
     trash = archive.root / ".staging" / f"prune-{uuid.uuid4().hex}"
     try:

@@ -1,0 +1,1 @@
+"""The core layer: errors, configuration, alerts and findings; imports no other layer."""

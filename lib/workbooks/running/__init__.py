@@ -1,0 +1,1 @@
+"""Running workbooks: routing alerts to runbooks, papermill runs, workbooks opened by hand."""

@@ -1,0 +1,1 @@
+"""The webhook service: Alertmanager intake, the queue's ledger, notifications."""
