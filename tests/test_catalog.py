@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from workbooks.core.config import load_config
 from workbooks.core.errors import ConfigError, QueryFailedError
-from workbooks.notebook.catalog import Catalog
+from workbooks.notebook.catalog import Catalog, read_query_files
 from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
 from workbooks.synthetic.scenarios import make_scenario
 
@@ -130,6 +132,69 @@ def test_default_latency_queries_find_the_scenario_data(prometheus: PrometheusSe
     assert status == 200
     routes = {series["metric"]["route"] for series in body["data"]["result"]}
     assert routes == {"/v1/chat", "/v1/vision", "/v1/audio", "/v1/embed"}
+
+
+# --- the query files ---------------------------------------------------------------------------
+
+QUERIES = ROOT / "lib" / "workbooks" / "notebook" / "queries"
+
+
+def test_each_runbook_has_its_own_queries_file_beside_the_shared_one() -> None:
+    files = {path.stem for path in QUERIES.glob("*.yaml")}
+    runbooks = {path.stem for path in (ROOT / "notebooks").glob("*.ipynb")}
+
+    assert files == runbooks | {"common"}
+    assert set(read_query_files(QUERIES)) == set(Catalog.load().names())
+    shared = yaml_names(QUERIES / "common.yaml")
+    assert {"request_rate", "model_versions"} <= shared
+    assert "memory_by_instance" in yaml_names(QUERIES / "high-memory.yaml")
+
+
+def yaml_names(path: Path) -> set[str]:
+    return set(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def test_the_catalog_is_the_union_of_the_files() -> None:
+    names = set().union(*(yaml_names(path) for path in QUERIES.glob("*.yaml")))
+
+    assert set(Catalog.load().names()) == names
+
+
+def test_a_name_defined_in_two_files_names_both(tmp_path: Path) -> None:
+    (tmp_path / "common.yaml").write_text("request_rate:\n  query: sum(up)\n", encoding="utf-8")
+    (tmp_path / "high-cpu.yaml").write_text(
+        "cpu:\n  query: sum(cpu)\nrequest_rate:\n  query: sum(rate(x[5m]))\n", encoding="utf-8"
+    )
+
+    with pytest.raises(ConfigError, match="defined twice") as caught:
+        Catalog.load(directory=tmp_path)
+
+    assert "queries/common.yaml" in str(caught.value)
+    assert "queries/high-cpu.yaml" in str(caught.value)
+
+
+def test_an_entry_without_a_query_names_its_file(tmp_path: Path) -> None:
+    (tmp_path / "high-cpu.yaml").write_text("cpu:\n  title: CPU\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=r"queries/high-cpu.yaml: entry 'cpu' needs a query"):
+        Catalog.load(directory=tmp_path)
+
+
+def test_overrides_apply_on_top_of_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("cpu:\n  query: sum(cpu)\n  unit: cores\n", encoding="utf-8")
+
+    catalog = Catalog.load({"cpu": "sum(cpu2)"}, directory=tmp_path)
+
+    assert (catalog["cpu"].query, catalog["cpu"].unit) == ("sum(cpu2)", "cores")
+
+
+def test_the_package_ships_the_query_files() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["workbooks"]
+    package = ROOT / "lib" / "workbooks"
+    shipped = {path for pattern in patterns for path in package.glob(pattern)}
+
+    assert set(QUERIES.glob("*.yaml")) <= shipped
 
 
 # --- a label value cannot change the query ---------------------------------------------------

@@ -1,6 +1,8 @@
 """The query catalog: every PromQL expression a runbook uses, under a logical name.
 
-Defaults live in ``queries.yaml`` beside this module. A team maps its own metric names under
+Defaults live in the ``queries/`` folder beside this module: ``common.yaml`` for entries several
+runbooks share, one file per runbook for the rest, so runbooks written in parallel never edit one
+shared file. A name may be defined once across the files. A team maps its own metric names under
 ``queries:`` in its config file; notebooks only ever name a query. ``{placeholders}`` are filled
 from the alert's labels, escaped for a PromQL string literal, so a label value can never change
 the shape of a query.
@@ -13,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -88,8 +92,11 @@ class Catalog:
         self._entries = dict(entries)
 
     @classmethod
-    def load(cls, overrides: Mapping[str, Any] | None = None) -> Catalog:
-        entries = dict(_defaults())
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, *, directory: Path | None = None
+    ) -> Catalog:
+        """The defaults (the package's ``queries/``, or ``directory``) with ``overrides`` on top."""
+        entries = dict(_defaults() if directory is None else read_query_files(directory))
         for name, override in (overrides or {}).items():
             base = entries.get(name)
             if isinstance(override, str):
@@ -124,18 +131,43 @@ class Catalog:
         return sorted(self._entries)
 
 
+QUERIES_DIR = "queries"
+
+
 @cache
 def _defaults() -> dict[str, CatalogQuery]:
-    text = (
-        resources.files("workbooks.notebook").joinpath("queries.yaml").read_text(encoding="utf-8")
+    return read_query_files(resources.files("workbooks.notebook").joinpath(QUERIES_DIR))
+
+
+def read_query_files(directory: Traversable | Path) -> dict[str, CatalogQuery]:
+    """Every entry of every ``*.yaml`` in ``directory``; a name defined twice is an error."""
+    entries: dict[str, CatalogQuery] = {}
+    defined_in: dict[str, str] = {}
+    files = sorted(
+        (item for item in directory.iterdir() if item.name.endswith(".yaml")),
+        key=lambda item: item.name,
     )
-    raw = yaml.safe_load(text)
-    return {
-        name: CatalogQuery(
-            name=name,
-            query=" ".join(str(entry["query"]).split()),
-            title=str(entry.get("title", name)),
-            unit=entry.get("unit"),
-        )
-        for name, entry in raw.items()
-    }
+    for item in files:
+        raw = yaml.safe_load(item.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"{QUERIES_DIR}/{item.name} must map query names to entries (title, unit, query)"
+            )
+        for name, entry in raw.items():
+            if name in defined_in:
+                raise ConfigError(
+                    f"query {name!r} is defined twice: in {QUERIES_DIR}/{defined_in[name]} and in "
+                    f"{QUERIES_DIR}/{item.name}; keep one (shared entries go in common.yaml)"
+                )
+            if not isinstance(entry, Mapping) or "query" not in entry:
+                raise ConfigError(
+                    f"{QUERIES_DIR}/{item.name}: entry {name!r} needs a query (and a title, unit)"
+                )
+            defined_in[name] = item.name
+            entries[name] = CatalogQuery(
+                name=name,
+                query=" ".join(str(entry["query"]).split()),
+                title=str(entry.get("title", name)),
+                unit=entry.get("unit"),
+            )
+    return entries
