@@ -19,9 +19,10 @@ demo: setup  ## run the high-latency workbook on its bundled demo incident, offl
 system-deps:  ## Debian's prometheus, promtool and prometheus-alertmanager for the real-service tests
 	scripts/install-system-deps
 
-lint: setup
+lint: setup  ## ruff, and the notebook contract on every runbook (workbook lint)
 	$(BIN)/ruff check lib tests scripts benchmarks
 	$(BIN)/ruff format --check lib tests scripts benchmarks
+	$(BIN)/workbook lint
 
 test: setup system-deps lint  ## every test: units, notebooks as stored (nbval), end to end on a real Prometheus
 	$(BIN)/pytest

@@ -1,4 +1,5 @@
-"""The committed runbook notebooks: clean, thin, self-describing, and runnable as stored."""
+"""The committed runbook notebooks: clean, thin, self-describing, in step with the skeleton
+generator, and runnable as stored."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from workbooks.authoring.new import draft_notebook
+from workbooks.authoring.skeleton import RunbookOutline, fixed_cell_drift, opening_source
 from workbooks.running.parameters import PARAMETER_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-TEMPLATE = ROOT / "templates" / "runbook.ipynb"
 PARAMETERS = list(PARAMETER_NAMES)
 SECTIONS = [
     "## 1. Alert description",
@@ -25,7 +27,7 @@ SECTIONS = [
     "## 5. Prevention",
     "## 6. Escalation",
 ]
-ALL = [*NOTEBOOKS, TEMPLATE]
+ALL = NOTEBOOKS
 
 
 def _load(path: Path) -> dict:
@@ -54,9 +56,8 @@ def test_notebook_follows_the_contract(path: Path) -> None:
     notebook = _load(path)
     meta = notebook["metadata"]["workbooks"]
     assert set(meta) >= {"runbook", "title", "alerts", "group", "summary"}
-    if path != TEMPLATE:
-        assert meta["runbook"] == path.stem
-        assert meta["alerts"], "a runbook handles at least one alertname"
+    assert meta["runbook"] == path.stem
+    assert meta["alerts"], "a runbook handles at least one alertname"
     cells = notebook["cells"]
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged parameters"
@@ -90,6 +91,46 @@ def test_notebook_is_thin(path: Path) -> None:
         text = _source(cell).lower()
         for word in ("password", "token", "secret", "authorization"):
             assert f"{word} =" not in text, f"{path.name}: no secret is ever a parameter"
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_fixed_cells_are_the_skeleton_generators(path: Path) -> None:
+    """Parameters, opening, Summary and Escalation cells: as `workbook new` writes them."""
+    drift = fixed_cell_drift(_load(path))
+
+    assert drift == [], f"{path.name}: " + "\n".join(drift)
+
+
+def test_a_drifted_fixed_cell_is_caught() -> None:
+    notebook = _load(ROOT / "notebooks" / "high-memory.ipynb")
+    opening = next(
+        cell for cell in notebook["cells"] if _source(cell).startswith("import workbooks")
+    )
+    opening["source"] = _source(opening).replace("lookback=lookback", "lookback='6h'")
+    escalation = next(
+        cell for cell in notebook["cells"] if _source(cell) == "incident.escalation()"
+    )
+    escalation["source"] = "incident.escalation(limit=1)"
+
+    drift = fixed_cell_drift(notebook)
+
+    assert [line.split(" (cell")[0] for line in drift] == [
+        "the opening cell",
+        "the Escalation cells",
+    ]
+    assert opening_source("high-memory", "high_memory") in drift[0]
+
+
+def test_a_new_runbooks_draft_is_in_step_with_the_skeleton() -> None:
+    outline = RunbookOutline(
+        runbook="low-disk-space",
+        title="Low disk space",
+        alerts=("LowDiskSpace",),
+        group="infrastructure",
+        summary="Free space per mountpoint.",
+    )
+
+    assert fixed_cell_drift(draft_notebook(outline)) == []
 
 
 @pytest.mark.slow

@@ -9,6 +9,8 @@
     │   ├── QueryFailedError         Prometheus rejected a query (bad PromQL, too many points)
     │   └── EvidenceMissingError     a replay asked for a query the evidence does not hold
     ├── RunFailedError         a workbook run ended in error (its artifact is archived all the same)
+    ├── AuthoringError         ``workbook new`` refused: a bad runbook id, group or alertname, or
+    │                          the runbook exists already
     └── ArchiveError           the archive could not be read or written
         └── RunNotFoundError     no run or incident has that id (bad input, not a broken archive)
 
@@ -62,6 +64,10 @@ class RunFailedError(WorkbooksError):
     def __init__(self, message: str, *, run: object | None = None) -> None:
         super().__init__(message)
         self.run = run
+
+
+class AuthoringError(WorkbooksError):
+    """A new runbook cannot be written as asked (bad input, or it would overwrite one)."""
 
 
 class ArchiveError(WorkbooksError):
