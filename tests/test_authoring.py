@@ -98,30 +98,41 @@ def test_new_writes_the_four_files_and_says_what_next(new_project: tuple[Path, s
     assert "scripts/record-demo high-cpu" in output
 
 
-def test_the_new_runbook_routes_and_its_module_and_queries_load(
-    new_project: tuple[Path, str],
-) -> None:
+def test_the_new_runbook_routes_and_its_queries_load(new_project: tuple[Path, str]) -> None:
     project, _ = new_project
-    level, by_instance = query_names(OUTLINE)
     check = (
-        "import json, workbooks.runbooks.high_cpu as steps\n"
+        "import json\n"
         "from workbooks.notebook.catalog import Catalog\n"
-        "catalog = Catalog.load()\n"
-        f"print(json.dumps([steps.__file__, {level!r} in catalog, {by_instance!r} in catalog,"
-        " callable(steps.still_happening), callable(steps.breakdown), steps.QUIET]))"
+        f"print(json.dumps([Catalog.load()[name].unit for name in {list(query_names(OUTLINE))}]))"
     )
     result = run_in(project, sys.executable, "-c", check)
     assert result.returncode == 0, result.stderr
-    module_file, has_level, has_breakdown, *callables, quiet = json.loads(result.stdout)
-    assert module_file == str(project / "lib" / "workbooks" / "runbooks" / "high_cpu.py")
-    assert has_level and has_breakdown and all(callables)
-    assert quiet.startswith("A quiet run")
+    assert json.loads(result.stdout) == ["per_second", "per_second"]
 
     listed = run_in(project, str(WORKBOOK), "runbooks", "--json")
     assert listed.returncode == 0, listed.stderr
     runbooks = {row["id"]: row for row in json.loads(listed.stdout)}
     assert runbooks["high-cpu"]["alerts"] == ["HighCPU", "CPUThrottling"]
     assert runbooks["high-cpu"]["group"] == "infrastructure"
+
+
+def test_the_new_module_imports_on_the_shared_steps(new_project: tuple[Path, str]) -> None:
+    if importlib.util.find_spec("workbooks.runbooks.steps") is None:
+        pytest.skip("the shared steps package (workbooks.runbooks.steps) is not on this branch")
+    project, _ = new_project
+    check = (
+        "import json, workbooks.runbooks.high_cpu as steps\n"
+        "print(json.dumps([steps.__file__, steps.QUIET, sorted(steps.THRESHOLDS.defaults),"
+        " [callable(getattr(steps, name)) for name in"
+        " ('still_happening', 'breakdown', 'what_changed', 'resolution')]]))"
+    )
+    result = run_in(project, sys.executable, "-c", check)
+    assert result.returncode == 0, result.stderr
+    module_file, quiet, thresholds, callables = json.loads(result.stdout)
+    assert module_file == str(project / "lib" / "workbooks" / "runbooks" / "high_cpu.py")
+    assert quiet.startswith("A quiet run")
+    assert "change_ratio_critical" in thresholds
+    assert all(callables)
 
 
 def test_the_new_scenario_module_imports(new_project: tuple[Path, str]) -> None:

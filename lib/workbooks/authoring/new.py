@@ -107,7 +107,15 @@ def draft_notebook(outline: RunbookOutline) -> NotebookNode:
         ),
         code(
             f'by_instance = incident.query("{by_instance}")\n'
-            f"{module}.breakdown(incident, by_instance)"
+            f"where = {module}.breakdown(incident, by_instance)"
+        ),
+        markdown(
+            "### 3.2 What changed\n\nDid a version roll out just before the onset, and does the "
+            "change follow it across instances?"
+        ),
+        code(
+            'versions = incident.query("model_versions", baseline=False)\n'
+            f"{module}.what_changed(incident, versions, where)"
         ),
         markdown(f"{SECTIONS[3]}\n\nChosen by what was found above, causes first."),
         code(f"{module}.resolution(incident)"),
