@@ -22,6 +22,8 @@ Environment variables win over the file:
 ``WORKBOOKS_SHUTDOWN_GRACE_SECONDS`` how long ``workbook serve`` lets running runs finish (20)
 ==================================  ===================================================
 
+The file's `routing:` rules (:class:`RoutingRule`) send a team's own alerts to runbooks.
+
 Credentials live here and in the environment, never in notebook parameters: papermill writes
 parameters into the archived artifact.
 """
