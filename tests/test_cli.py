@@ -19,7 +19,6 @@ from workbooks.cli import main, parse_duration
 from workbooks.core.errors import ConfigError
 
 RUNBOOKS = Path(__file__).parent / "notebooks" / "runbooks"
-FINDINGS_KEYS = ["incident", "runbook", "status", "started_at", "finished_at", "findings"]
 
 
 def alert_payload(name: str = "HighLatency") -> dict[str, Any]:
@@ -89,15 +88,32 @@ def test_run_prints_what_ran_and_exits_0(archived: tuple[Path, Result]) -> None:
     assert result.stdout.index("p99 latency above baseline") < result.stdout.index("checked")
 
 
-def test_show_json_has_exactly_the_documented_keys(archived: tuple[Path, Result]) -> None:
-    archive, _ = archived
-    run_id = Archive(archive).runs()[0].run_id
-    result = invoke(archive, "show", run_id, "--json")
-    assert result.exit_code == 0
-    document = json.loads(result.stdout)
-    assert list(document) == FINDINGS_KEYS
-    assert document["runbook"] == "tiny-latency" and document["status"] == "succeeded"
-    text = invoke(archive, "show", document["incident"])
+def test_every_json_names_a_run_the_same_way(tmp_path: Path) -> None:
+    """list, show, run, replay and demo: one set of key names, incident_id and run_id among them."""
+    archive = tmp_path / "archive"
+    alert = tmp_path / "alert.json"
+    alert.write_text(json.dumps(alert_payload()))
+    ran = invoke(archive, "run", "--alert", str(alert), "--evidence", str(tmp_path), "--json")
+    assert ran.exit_code == 0, ran.output
+    run = json.loads(ran.stdout)
+    shown = json.loads(invoke(archive, "show", run["run_id"], "--json").stdout)
+    replayed = json.loads(invoke(archive, "replay", run["incident_id"], "--json").stdout)
+    listed = json.loads(invoke(archive, "list", "--json").stdout)
+    demo = CliRunner().invoke(main, ["demo", "--archive", str(tmp_path / "demo"), "--json"])
+    assert demo.exit_code == 0, demo.output
+    demoed = json.loads(demo.stdout)
+
+    assert set(run) == set(shown) == set(replayed) == set(demoed) == set(listed[0]) | {"findings"}
+    for document in (run, shown, replayed, demoed, *listed):
+        assert {"incident_id", "run_id", "runbook", "status", "started_at"} <= set(document)
+        assert "incident" not in document and "run" not in document
+    assert shown == run
+    assert replayed["incident_id"] == run["incident_id"] != demoed["incident_id"]
+    assert replayed["run_id"] != run["run_id"]
+    assert {entry["run_id"] for entry in listed} == {run["run_id"], replayed["run_id"]}
+    assert shown["findings"][0]["title"] == "p99 latency above baseline"
+    assert demoed["runbook"] == "high-latency" and demoed["findings"]
+    text = invoke(archive, "show", run["incident_id"])
     assert text.exit_code == 0 and "p99 latency above baseline" in text.stdout
 
 
@@ -131,7 +147,7 @@ def test_replay_is_a_new_run_of_the_incident(archived: tuple[Path, Result]) -> N
     result = invoke(archive, "replay", original.run_id, "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["incident"] == original.incident_id and document["status"] == "succeeded"
+    assert document["incident_id"] == original.incident_id and document["status"] == "succeeded"
 
 
 def test_a_failed_run_exits_1_and_is_archived(tmp_path: Path) -> None:
@@ -326,3 +342,102 @@ def test_report_and_note(archived: tuple[Path, Result]) -> None:
     assert "p99 is back" in (run.path / "report.html").read_text()
     stats = invoke(archive, "archive", "stats", "--json")
     assert stats.exit_code == 0 and json.loads(stats.stdout)["notes"] >= 2
+
+
+def _all_commands() -> list[tuple[str, click.Command]]:
+    """Every command as typed after ``workbook``: ``list``, ``archive stats``..."""
+    found = []
+    for name, command in sorted(main.commands.items()):
+        found.append((name, command))
+        if isinstance(command, click.Group):
+            found += [(f"{name} {sub}", cmd) for sub, cmd in sorted(command.commands.items())]
+    return found
+
+
+@pytest.mark.parametrize(("name", "command"), _all_commands(), ids=lambda v: str(v))
+def test_every_command_takes_config_and_archive_after_its_name(
+    name: str, command: click.Command
+) -> None:
+    options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    assert {"--config", "--archive"} <= options, name
+    help_text = CliRunner().invoke(main, [*name.split(), "--help"]).output
+    assert "--archive" in help_text and "--config" in help_text
+
+
+def test_archive_and_config_after_the_command(
+    archived: tuple[Path, Result], tmp_path: Path
+) -> None:
+    archive, _ = archived
+    env = {"WORKBOOKS_NOTEBOOKS": str(RUNBOOKS), "WORKBOOKS_ARCHIVE": None}
+    listed = CliRunner().invoke(main, ["list", "--archive", str(archive), "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert {run["runbook"] for run in json.loads(listed.stdout)} >= {"tiny-latency"}
+    # The one typed after the command wins over the one before it.
+    elsewhere = CliRunner().invoke(
+        main, ["--archive", str(tmp_path / "empty"), "list", "--archive", str(archive)], env=env
+    )
+    assert elsewhere.exit_code == 0 and "tiny-latency" in elsewhere.stdout
+    stats = CliRunner().invoke(main, ["archive", "stats", "--archive", str(archive), "--json"])
+    assert stats.exit_code == 0 and json.loads(stats.stdout)["runs"] >= 1
+    config = tmp_path / "workbooks.yaml"
+    config.write_text(f"notebooks: {RUNBOOKS}\narchive: {archive}\n")
+    shown = CliRunner().invoke(
+        main, ["runbooks", "--config", str(config)], env={"WORKBOOKS_NOTEBOOKS": None}
+    )
+    assert shown.exit_code == 0 and "tiny-latency" in shown.stdout, shown.output
+    assert "WORKBOOKS_CONFIG" not in os.environ
+    from_config = CliRunner().invoke(main, ["list", "--config", str(config)], env={})
+    assert from_config.exit_code == 0 and "tiny-latency" in from_config.stdout
+
+
+def test_runbooks_shows_what_the_config_routes_where(tmp_path: Path) -> None:
+    config = tmp_path / "workbooks.yaml"
+    config.write_text(
+        f"notebooks: {RUNBOOKS}\n"
+        "routing:\n"
+        "  - {match: {alertname: MyP99}, runbook: tiny-latency}\n"
+        "  - {match: {team: db, severity: critical}, runbook: tiny-broken}\n"
+    )
+    env = {"WORKBOOKS_NOTEBOOKS": None}
+    table = CliRunner().invoke(main, ["runbooks", "--config", str(config)], env=env)
+    assert table.exit_code == 0, table.output
+    [latency] = [line for line in table.stdout.splitlines() if line.startswith("tiny-latency")]
+    assert "HighLatency" in latency and "alertname=MyP99" in latency
+    listed = CliRunner().invoke(main, ["runbooks", "--config", str(config), "--json"], env=env)
+    rows = {row["id"]: row for row in json.loads(listed.stdout)}
+    assert rows["tiny-broken"]["routing"] == [{"team": "db", "severity": "critical"}]
+    assert rows["tiny-sleepy"]["routing"] == []
+
+
+def test_a_routing_rule_for_an_unknown_runbook_is_bad_config(tmp_path: Path) -> None:
+    config = tmp_path / "workbooks.yaml"
+    config.write_text(
+        f"notebooks: {RUNBOOKS}\nrouting: [{{match: {{team: db}}, runbook: database-issues}}]\n"
+    )
+    result = CliRunner().invoke(
+        main, ["runbooks", "--config", str(config)], env={"WORKBOOKS_NOTEBOOKS": None}
+    )
+    assert result.exit_code == 2
+    assert "routing rule 1 (team=db)" in result.output and "'database-issues'" in result.output
+    assert "known: tiny-broken, tiny-latency, tiny-sleepy" in result.output
+
+
+def test_a_team_alert_routes_by_config_without_editing_a_notebook(tmp_path: Path) -> None:
+    config = tmp_path / "workbooks.yaml"
+    config.write_text(
+        f"notebooks: {RUNBOOKS}\n"
+        "routing: [{match: {alertname: MyP99}, runbook: tiny-latency}]\n"
+    )
+    alert = tmp_path / "alert.json"
+    alert.write_text(json.dumps(alert_payload("MyP99")))
+    args = ["run", "--alert", str(alert), "--evidence", str(tmp_path), "--json"]
+    refused = invoke(tmp_path / "archive", *args)
+    assert refused.exit_code == 2 and "routing:" in refused.output  # says how to route it
+    result = CliRunner().invoke(
+        main,
+        [*args, "--config", str(config), "--archive", str(tmp_path / "archive")],
+        env={"WORKBOOKS_NOTEBOOKS": None, "WORKBOOKS_PROMETHEUS_URL": None},
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["runbook"] == "tiny-latency" and document["alert_name"] == "MyP99"

@@ -362,3 +362,58 @@ def test_settings_are_frozen_and_refuse_unknown_names() -> None:
         settings.url = "http://other:9090"  # type: ignore[misc]
     with pytest.raises(ValueError, match="token"):
         PrometheusSettings(token=TOKEN)  # type: ignore[call-arg]
+
+
+# --- where the file is: one rule for the CLI, the runner and the kernels ------------------------
+
+
+def test_find_config_file_follows_the_same_order_and_is_absolute(tmp_path: Path) -> None:
+    from workbooks.core.config import find_config_file
+
+    assert find_config_file(env={}) is None
+    local = write(tmp_path / "workbooks.yaml", "archive: local\n")
+    named = write(tmp_path / "named.yaml", "archive: named\n")
+
+    assert find_config_file(env={}) == local
+    assert find_config_file(env={"WORKBOOKS_CONFIG": "named.yaml"}) == named
+    assert find_config_file("named.yaml", env={"WORKBOOKS_CONFIG": "x.yaml"}) == named
+    assert find_config_file(env={"WORKBOOKS_CONFIG": ""}) == local  # empty: not set
+    assert all(p.is_absolute() for p in (local, find_config_file(env={})))
+
+
+# --- routing: a team's own alerts ---------------------------------------------------------------
+
+
+def test_routing_rules_are_read_with_label_values_as_text(tmp_path: Path) -> None:
+    write(
+        tmp_path / "workbooks.yaml",
+        "routing:\n"
+        "  - match: {alertname: MyP99}\n"
+        "    runbook: high-latency\n"
+        "  - {match: {team: db, code: 500}, runbook: database-issues}\n",
+    )
+
+    rules = load_config(env={}).routing
+
+    assert [rule.runbook for rule in rules] == ["high-latency", "database-issues"]
+    assert rules[1].match == {"team": "db", "code": "500"}
+    assert rules[1].matches({"team": "db", "code": "500", "alertname": "X"})
+    assert not rules[1].matches({"team": "db"})
+    assert rules[1].describe() == "team=db, code=500"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("routing: [{runbook: high-latency}]", "routing.0.match"),
+        ("routing: [{match: {}, runbook: high-latency}]", "routing.0.match"),
+        ("routing: [{match: {alertname: X}}]", "routing.0.runbook"),
+        ("routing: [{match: {alertname: X}, runbook: x, when: always}]", "routing.0.when"),
+        ("routing: {alertname: X}", "routing"),
+    ],
+)
+def test_a_bad_routing_rule_names_where_it_is(tmp_path: Path, text: str, where: str) -> None:
+    write(tmp_path / "workbooks.yaml", text + "\n")
+
+    with pytest.raises(ConfigError, match=rf"bad setting {where}\b.*workbooks\.yaml"):
+        load_config(env={})

@@ -80,10 +80,10 @@ def test_replay_from_archived_evidence_gives_the_same_findings(prometheus, cli, 
     )
     assert live.exit_code == 0, live.stderr
     original = live.json()
-    replayed = cli("replay", original["incident"], "--json")
+    replayed = cli("replay", original["incident_id"], "--json")
     assert replayed.exit_code == 0, replayed.stderr
     again = replayed.json()
-    assert again["incident"] == original["incident"]
+    assert again["incident_id"] == original["incident_id"]
     assert again["findings"] == original["findings"]
     records = [json.loads(p.read_text()) for p in cli.archive.glob("*/*/run.json")]
     sources = sorted(record["source"] for record in records)

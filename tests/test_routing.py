@@ -1,5 +1,6 @@
-"""Routing: the shipped runbooks describe themselves, alerts go to the runbook that handles their
-alertname, and a runbook's content hash follows its file."""
+"""Routing: the shipped runbooks describe themselves, alerts go to the runbook their label,
+runbook_url, the config's rules or their alertname names (in that order), and a runbook's
+content hash follows its file."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ from typing import Any
 import pytest
 
 from workbooks.core.alert import AlertGroup, parse_alert_group
-from workbooks.core.errors import UnknownRunbookError
+from workbooks.core.config import Config, RoutingRule
+from workbooks.core.errors import ConfigError, UnknownRunbookError
 from workbooks.running.routing import (
     GROUPS,
     Runbook,
+    choose_runbook,
+    configured_runbooks,
     get_runbook,
     load_runbooks,
     read_runbook,
     route,
+    runbook_id_in_url,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +51,13 @@ def runbooks() -> dict[str, Runbook]:
     return load_runbooks(NOTEBOOKS)
 
 
-def alert(name: str, *, status: str = "firing", **labels: str) -> dict[str, Any]:
+def alert(
+    name: str, *, status: str = "firing", annotations: dict | None = None, **labels: str
+) -> dict[str, Any]:
     return {
         "status": status,
         "labels": {"alertname": name, "service": "inference-api", **labels},
-        "annotations": {},
+        "annotations": annotations or {},
         "startsAt": "2026-11-20T14:10:00Z",
         "endsAt": "2026-11-20T14:40:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
         "fingerprint": f"fp-{name}",
@@ -274,3 +281,152 @@ def test_a_copied_folder_routes_like_the_original(tmp_path: Path) -> None:
     assert (
         copied["high-memory"].content_hash == load_runbooks(NOTEBOOKS)["high-memory"].content_hash
     )
+
+
+# --- a team's own alerts: label, runbook_url, config rules ----------------------------------------
+
+TEAM_RULES = [
+    RoutingRule(match={"alertname": "MyP99"}, runbook="high-latency"),
+    RoutingRule(match={"team": "db", "severity": "critical"}, runbook="high-memory"),
+]
+
+
+@pytest.fixture(scope="module")
+def team_runbooks() -> dict[str, Runbook]:
+    return load_runbooks(NOTEBOOKS, routing=TEAM_RULES)
+
+
+@pytest.mark.parametrize(
+    ("url", "runbook_id"),
+    [
+        ("https://wiki.example/runbooks/high-latency", "high-latency"),
+        ("https://wiki.example/runbooks/high-latency.md", "high-latency"),
+        ("https://git.example/ops/notebooks/high-memory.ipynb?plain=1#steps", "high-memory"),
+        ("https://docs.example/accuracy-drop.html", "accuracy-drop"),
+        ("https://docs.example/runbooks/accuracy-drop/", "accuracy-drop"),
+        ("accuracy-drop", "accuracy-drop"),
+    ],
+)
+def test_runbook_id_in_url_is_the_last_segment_without_the_page_suffix(
+    url: str, runbook_id: str
+) -> None:
+    assert runbook_id_in_url(url) == runbook_id
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "runbook_id", "why"),
+    [
+        pytest.param({"runbook": "accuracy-drop"}, {}, "accuracy-drop", "label", id="label"),
+        pytest.param(
+            {},
+            {"runbook_url": "https://wiki.example/runbooks/high-memory.md"},
+            "high-memory",
+            "annotation runbook_url",
+            id="runbook_url",
+        ),
+        pytest.param(
+            {"runbook": "accuracy-drop"},
+            {"runbook_url": "https://wiki.example/runbooks/high-memory.md"},
+            "accuracy-drop",
+            "label",
+            id="label-beats-runbook_url",
+        ),
+        pytest.param(
+            {"team": "db", "severity": "critical"},
+            {"runbook_url": "https://wiki.example/runbooks/accuracy-drop"},
+            "accuracy-drop",
+            "annotation",
+            id="runbook_url-beats-config",
+        ),
+        pytest.param(
+            {"team": "db", "severity": "critical"},
+            {"runbook_url": "https://wiki.example/HighLatency-playbook"},
+            "high-memory",
+            "routing rule 2 (team=db, severity=critical)",
+            id="a-wiki-runbook_url-falls-through-to-config",
+        ),
+        pytest.param(
+            {"team": "db", "severity": "warning"}, {}, "high-latency", "alertname", id="metadata"
+        ),
+    ],
+)
+def test_precedence_label_then_runbook_url_then_config_then_alertname(
+    team_runbooks: dict[str, Runbook],
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    runbook_id: str,
+    why: str,
+) -> None:
+    # HighLatency is in high-latency's metadata: the fallback when nothing else names a runbook
+    [only] = group(alert("HighLatency", annotations=annotations, **labels)).alerts
+
+    choice = choose_runbook(only, team_runbooks)
+
+    assert choice is not None and choice.runbook.id == runbook_id
+    assert why in choice.reason
+
+
+def test_config_rules_route_a_team_alertname_and_labels(team_runbooks: dict[str, Runbook]) -> None:
+    mixed = group(
+        alert("MyP99"),
+        alert("PostgresConnectionsHigh", team="db", severity="critical"),
+        alert("PostgresConnectionsHigh", team="db", severity="warning", runbook="high-memory"),
+    )
+
+    assert routed(route(mixed, team_runbooks)) == {
+        "high-latency": ["MyP99"],
+        "high-memory": ["PostgresConnectionsHigh", "PostgresConnectionsHigh"],
+    }
+
+
+def test_without_the_rules_the_team_alert_is_refused_with_the_ways_to_route_it(
+    runbooks: dict[str, Runbook],
+) -> None:
+    with pytest.raises(UnknownRunbookError) as caught:
+        route(group(alert("MyP99")), runbooks)
+
+    message = str(caught.value)
+    assert "runbook label" in message and "runbook_url" in message and "'routing:'" in message
+
+
+def test_a_runbook_label_naming_no_runbook_is_an_error(runbooks: dict[str, Runbook]) -> None:
+    with pytest.raises(UnknownRunbookError, match=r"runbook='database-issues'.*known: accuracy"):
+        route(group(alert("HighLatency", runbook="database-issues")), runbooks)
+
+
+def test_a_rule_for_an_unknown_runbook_is_refused_at_load(tmp_path: Path) -> None:
+    config = tmp_path / "workbooks.yaml"
+    config.write_text(
+        f"notebooks: {NOTEBOOKS}\n"
+        "routing:\n"
+        "  - {match: {alertname: MyP99}, runbook: high-latency}\n"
+        "  - {match: {team: db, severity: critical}, runbook: database-issues}\n"
+    )
+    from workbooks.core.config import load_config
+
+    loaded = load_config(config, env={})
+    assert loaded.routing[1].match == {"team": "db", "severity": "critical"}
+
+    with pytest.raises(ConfigError) as caught:
+        configured_runbooks(loaded)
+
+    message = str(caught.value)
+    assert "routing rule 2 (team=db, severity=critical)" in message
+    assert "'database-issues'" in message and "known: accuracy-drop, high-latency" in message
+    assert "'routing:' in the config file" in message
+
+
+def test_configured_runbooks_carry_the_config_rules() -> None:
+    config = Config.model_validate(
+        {
+            "notebooks": str(NOTEBOOKS),
+            "routing": [{"match": {"alertname": "MyP99"}, "runbook": "high-latency"}],
+        }
+    )
+
+    found = configured_runbooks(config)
+
+    assert set(found) == {"high-latency", "high-memory", "accuracy-drop"}
+    assert [rule.describe() for rule in found.rules_for("high-latency")] == ["alertname=MyP99"]
+    assert found.rules_for("high-memory") == []
+    assert routed(route(group(alert("MyP99")), found)) == {"high-latency": ["MyP99"]}

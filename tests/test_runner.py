@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from datetime import UTC, datetime
@@ -16,19 +17,17 @@ import pytest
 from workbooks.archive.store import Archive
 from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config
-from workbooks.core.errors import ConfigError, RunFailedError, UnknownRunbookError
+from workbooks.core.errors import (
+    ArchiveError,
+    ConfigError,
+    RunFailedError,
+    UnknownRunbookError,
+)
 from workbooks.core.findings import Finding
+from workbooks.running.execution import ERROR_TAG, Execution, execute_notebook, fill_summary
 from workbooks.running.parameters import PARAMETER_NAMES
 from workbooks.running.routing import load_runbooks
-from workbooks.running.runner import (
-    ERROR_TAG,
-    Execution,
-    execute_notebook,
-    fill_summary,
-    replay,
-    run_alert,
-    workbook_parameters,
-)
+from workbooks.running.runner import replay, run_alert, workbook_parameters
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 RUNBOOKS = NOTEBOOKS / "runbooks"
@@ -395,3 +394,69 @@ def test_unknown_alertname_archives_nothing(tmp_path: Path) -> None:
     with pytest.raises(UnknownRunbookError, match="NobodyHandlesThis"):
         run_alert(group, config=config, archive=archive, source="demo")
     assert not (tmp_path / "archive").exists()
+
+
+def test_the_recorded_source_never_carries_credentials(tmp_path: Path) -> None:
+    """``prometheus`` is recorded as the configured URL, without its userinfo or token."""
+    config = Config(
+        notebooks=str(RUNBOOKS),
+        prometheus={"url": "http://ops:hunter2@prom.internal:9090/?token=s3cret"},
+    )
+    archive = Archive(tmp_path / "archive")
+    group = parse_alert_group(payload(alert("HighLatency", service="api")))
+
+    [record] = run_alert(group, config=config, archive=archive, source="prometheus")
+
+    assert record.source.startswith("http://prom.internal:9090")
+    recorded = (record.path / "run.json").read_text()
+    for secret in ("ops", "hunter2", "s3cret"):
+        assert secret not in record.source and secret not in recorded
+    seen = json.loads((record.path / "evidence" / "seen.json").read_text())
+    assert seen["source"] == "prometheus"  # the notebook reads the URL from the config itself
+
+
+def test_config_routing_sends_a_team_alert_and_its_replay_to_a_runbook(tmp_path: Path) -> None:
+    config = Config.model_validate(
+        {
+            "notebooks": str(RUNBOOKS),
+            "routing": [
+                {
+                    "match": {"alertname": "CheckoutP99", "team": "payments"},
+                    "runbook": "tiny-latency",
+                }
+            ],
+        }
+    )
+    archive = Archive(tmp_path / "archive")
+    group = parse_alert_group(
+        payload(alert("CheckoutP99", team="payments"), alert("HighErrorRate", team="payments"))
+    )
+
+    records = run_alert(group, config=config, archive=archive, source="demo")
+
+    assert sorted(record.runbook for record in records) == ["tiny-broken", "tiny-latency"]
+    latency = next(record for record in records if record.runbook == "tiny-latency")
+    assert latency.alert_name == "CheckoutP99"
+    again = replay(archive, latency.run_id, config=config)
+    assert again.runbook == "tiny-latency" and again.alert_name == "CheckoutP99"
+    assert again.incident_id == latency.incident_id
+    with pytest.raises(UnknownRunbookError, match="CheckoutP99"):
+        run_alert(group, config=Config(notebooks=str(RUNBOOKS)), archive=archive, source="demo")
+
+
+def test_a_run_without_evidence_cannot_be_replayed_and_says_what_to_do(
+    archived: tuple[Archive, Config, list], tmp_path: Path
+) -> None:
+    archive, config, records = archived
+    latency = next(record for record in records if record.runbook == "tiny-latency")
+    copy = Archive(tmp_path / "copy")
+    folder = copy.root / latency.path.relative_to(archive.root)
+    shutil.copytree(latency.path, folder)
+    shutil.rmtree(folder / "evidence")
+    record = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**record, "source": "http://prom:9090"}))
+    copy.reindex()
+
+    with pytest.raises(ArchiveError, match="saved no evidence") as caught:
+        replay(copy, latency.run_id, config=config)
+    assert "workbook run --alert" in str(caught.value)

@@ -23,6 +23,7 @@ import pytest
 
 from workbooks.core.config import PrometheusSettings
 from workbooks.core.errors import (
+    ArchiveError,
     ConfigError,
     EvidenceMissingError,
     QueryFailedError,
@@ -34,6 +35,8 @@ from workbooks.notebook.sources import (
     EvidenceWriter,
     PrometheusSource,
     Window,
+    archived_source,
+    choose_source,
     choose_step,
     demo_evidence_dir,
     empty_frame,
@@ -745,3 +748,42 @@ def test_a_folder_opens_as_evidence(tmp_path: Path) -> None:
 def test_anything_else_is_a_config_error_listing_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="neither 'demo', 'prometheus', an http"):
         open_source(str(tmp_path / "no-such-folder"), runbook="x", settings=PrometheusSettings())
+
+
+# --- choosing the source: one rule for run, open and serve --------------------------------------
+
+
+def test_choose_source_prefers_evidence_then_a_url_then_the_configured_prometheus(
+    tmp_path: Path,
+) -> None:
+    configured = PrometheusSettings(url="http://prom:9090")
+    nothing = PrometheusSettings()
+
+    assert choose_source(evidence=tmp_path, settings=nothing) == str(tmp_path.absolute())
+    assert choose_source(url=" http://other:9090 ", settings=configured) == "http://other:9090"
+    assert choose_source(settings=configured) == "prometheus"
+    with pytest.raises(ConfigError, match=r"WORKBOOKS_PROMETHEUS_URL.*or pass --prometheus"):
+        choose_source(settings=nothing)
+    with pytest.raises(ConfigError, match="--from ID"):
+        choose_source(settings=nothing, instead="pass --from ID")
+    with pytest.raises(ConfigError, match="not both"):
+        choose_source(url="http://x:9", evidence=tmp_path, settings=nothing)
+
+
+def test_archived_source_is_the_saved_evidence_or_the_demo(tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence"
+
+    assert archived_source(evidence, recorded="demo", instead="-") == "demo"
+    with pytest.raises(ArchiveError, match=r"saved no evidence .*; run it again"):
+        archived_source(evidence, recorded="http://prom:9090", instead="run it again")
+    evidence.mkdir()
+    assert archived_source(evidence, recorded="demo", instead="-") == str(evidence.absolute())
+
+
+def test_the_demo_folder_is_found_in_one_place() -> None:
+    from workbooks.core.paths import bundled_demos, demo_dir
+
+    assert bundled_demos() == ["accuracy-drop", "high-latency", "high-memory"]
+    assert demo_evidence_dir("high-memory") == demo_dir("high-memory") / "evidence"
+    assert (demo_dir("high-latency") / "alert.json").is_file()
+    assert demo_dir().name == "demo" and demo_dir("x").parent == demo_dir()

@@ -9,46 +9,37 @@ same), 2 bad input (malformed alert, unknown runbook or id, bad config), and not
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
 from workbooks.archive.store import package_version
 from workbooks.cli import authoring, postmortem, runs
-from workbooks.cli.common import _environment, _Session
+from workbooks.cli.common import Session, WorkbookGroup, session_options
 from workbooks.core.config import parse_duration
 
 __all__ = ["main", "parse_duration"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML config file [default: $WORKBOOKS_CONFIG, else ./workbooks.yaml if present].",
-)
-@click.option(
-    "--archive",
-    "archive_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Archive folder [default: $WORKBOOKS_ARCHIVE, else ./archive].",
+@click.group(
+    cls=WorkbookGroup,
+    params=session_options(),
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(package_version(), prog_name="workbook")
 @click.pass_context
-def main(ctx: click.Context, config_file: Path | None, archive_dir: Path | None) -> None:
+def main(ctx: click.Context) -> None:
     """Incident workbooks: run parameterized runbook notebooks for alerts, and archive them.
+
+    --config and --archive go before the command or after it.
 
     \b
     Example:
       workbook run --alert alert.json --prometheus http://127.0.0.1:9090
+      workbook list --archive /srv/workbooks/archive --since 7d
     """
-    if config_file is not None:
-        # The kernel reads its config on its own, from another cwd: hand it the same file.
-        ctx.with_resource(_environment("WORKBOOKS_CONFIG", str(config_file.absolute())))
+    ctx.ensure_object(Session)
     # Our messages say what failed and where; papermill's log lines would only repeat them.
     logging.getLogger("papermill").setLevel(logging.CRITICAL)
-    ctx.obj = _Session(config_file, archive_dir)
 
 
 for _command in (

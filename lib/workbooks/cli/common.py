@@ -1,4 +1,9 @@
-"""What the commands share: the session, error handling, option types and printing."""
+"""What the commands share: the session and its options, error handling, option types, printing.
+
+``--config`` and ``--archive`` are accepted before the command and after it
+(``workbook list --archive DIR``): :class:`WorkbookGroup` adds them to every command it holds,
+and the nearest one typed wins.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +29,11 @@ from workbooks.core.errors import (
     UnknownRunbookError,
     WorkbooksError,
 )
-from workbooks.core.findings import Finding, ranked
+from workbooks.core.findings import SEVERITY_ICONS, Finding, ranked
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
-DEMO_DIR = Path(__file__).parents[1] / "demo"
 _BAD_INPUT = (BadAlertError, ConfigError, UnknownRunbookError, RunNotFoundError)
-_ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,10 +56,12 @@ class Duration(click.ParamType):
         return str(value).strip() if self.as_text else parsed
 
 
-@dataclass(frozen=True)
-class _Session:
-    config_file: Path | None
-    archive_dir: Path | None
+@dataclass
+class Session:
+    """What the options before and after the command chose; commands ask it for the rest."""
+
+    config_file: Path | None = None
+    archive_dir: Path | None = None
 
     def config(self) -> Config:
         config = load_config(self.config_file)
@@ -68,7 +73,61 @@ class _Session:
         return Archive((config or self.config()).archive_dir)
 
 
-def _handles_errors(command: F) -> F:
+def _use_config_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is None:
+        return
+    ctx.ensure_object(Session).config_file = value
+    # The kernel reads its config on its own, from another cwd: hand it the same file.
+    ctx.with_resource(environment("WORKBOOKS_CONFIG", str(value.absolute())))
+
+
+def _use_archive(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Session).archive_dir = value
+
+
+def session_options() -> list[click.Option]:
+    """``--config`` and ``--archive``, as every command and the group itself take them."""
+    return [
+        click.Option(
+            ["--config", "config_file"],
+            type=click.Path(dir_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_use_config_file,
+            help="YAML config file [default: $WORKBOOKS_CONFIG, else ./workbooks.yaml].",
+        ),
+        click.Option(
+            ["--archive", "archive_dir"],
+            type=click.Path(file_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_use_archive,
+            help="Archive folder [default: $WORKBOOKS_ARCHIVE, else ./archive].",
+        ),
+    ]
+
+
+def with_session_options(command: click.Command) -> click.Command:
+    """``command`` (and, for a group, the commands it holds) taking the session options."""
+    taken = {param.name for param in command.params}
+    command.params.extend(option for option in session_options() if option.name not in taken)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_session_options(sub)
+    return command
+
+
+class WorkbookGroup(click.Group):
+    """A group whose every command takes the session options, however it was added.
+
+    Commands registered later (``main.add_command``, ``@main.command()``) get them too, so
+    no command can forget ``workbook CMD --archive DIR``.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(with_session_options(cmd), name)
+
+
+def handles_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -84,7 +143,7 @@ def _handles_errors(command: F) -> F:
 
 
 @contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
+def environment(name: str, value: str) -> Iterator[None]:
     previous = os.environ.get(name)
     os.environ[name] = value
     try:
@@ -96,17 +155,29 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
-def _report(records: Sequence[RunRecord], archive: Archive, *, as_json: bool) -> None:
+def run_json(record: RunRecord, findings: Sequence[Finding] | None = None) -> dict[str, Any]:
+    """A run as every ``--json`` prints it: the run record's keys, plus ``findings`` if given.
+
+    ``list`` prints these without findings, ``show``, ``run``, ``replay`` and ``demo`` with
+    them: the same names everywhere (``incident_id``, ``run_id``, ``runbook``, ``status``...).
+    """
+    document = record.model_dump(mode="json")
+    if findings is not None:
+        document["findings"] = [finding.to_dict() for finding in ranked(findings)]
+    return document
+
+
+def report_runs(records: Sequence[RunRecord], archive: Archive, *, as_json: bool) -> None:
     """What ran, where the artifact is, the top findings; exit 1 if a run failed."""
     if as_json:
-        documents = [archive.show(record.run_id) for record in records]
+        documents = [run_json(record, archive.findings(record)) for record in records]
         shown = documents[0] if len(documents) == 1 else documents
         click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
     else:
         for number, record in enumerate(records):
             if number:
                 click.echo()
-            _describe(record, archive.findings(record), limit=5)
+            describe(record, archive.findings(record), limit=5)
     failed = [record for record in records if record.status == "failed"]
     for record in failed:
         message = (record.error or {}).get("message", "unknown error")
@@ -118,7 +189,7 @@ def _report(records: Sequence[RunRecord], archive: Archive, *, as_json: bool) ->
         sys.exit(EXIT_RUN_FAILED)
 
 
-def _describe(record: RunRecord, findings: list[Finding], *, limit: int | None) -> None:
+def describe(record: RunRecord, findings: list[Finding], *, limit: int | None) -> None:
     click.echo(
         f"{record.runbook} for {record.alert_name} ({record.severity}, {record.alert_status}): "
         f"{record.status} in {record.duration_seconds:.1f} s"
@@ -133,7 +204,7 @@ def _describe(record: RunRecord, findings: list[Finding], *, limit: int | None) 
     if not ordered:
         click.echo("  no findings recorded")
     for finding in ordered[:limit]:
-        click.echo(f"  {_ICON[finding.severity]} {finding.severity}: {finding.title}")
+        click.echo(f"  {SEVERITY_ICONS[finding.severity]} {finding.severity}: {finding.title}")
         if limit is None:
             for extra in (
                 finding.detail,
@@ -145,7 +216,7 @@ def _describe(record: RunRecord, findings: list[Finding], *, limit: int | None) 
         click.echo(f"  … and {len(ordered) - limit} more (workbook show {record.run_id})")
 
 
-def _top_finding(record: RunRecord) -> str:
+def top_finding(record: RunRecord) -> str:
     if record.status == "failed":
         return f"run failed: {(record.error or {}).get('kind', '?')}"
     if record.top_finding_title is None:
@@ -153,7 +224,7 @@ def _top_finding(record: RunRecord) -> str:
     return f"{record.top_finding_severity}: {record.top_finding_title}"
 
 
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]

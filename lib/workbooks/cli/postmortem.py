@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from workbooks.cli.common import Duration, _handles_errors, _Session, _table
+from workbooks.cli.common import Duration, Session, WorkbookGroup, handles_errors, table
 
 
 class IsoTime(click.ParamType):
@@ -65,9 +65,9 @@ def _labels(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -
 @click.option("--port", type=click.IntRange(0, 65535), help="JupyterLab's port; 0: any free one.")
 @click.option("--prepare-only", is_flag=True, help="Write the notebook; do not start JupyterLab.")
 @click.pass_obj
-@_handles_errors
+@handles_errors
 def open_workbook(
-    session: _Session,
+    session: Session,
     runbook: str | None,
     alert_file: str | None,
     at: datetime | None,
@@ -134,8 +134,8 @@ def open_workbook(
     help="md writes report.md and its charts as PNG files in report_files/.",
 )
 @click.pass_obj
-@_handles_errors
-def report(session: _Session, id: str, format: str) -> None:
+@handles_errors
+def report(session: Session, id: str, format: str) -> None:
     """Render a run's post-mortem report.
 
     Writes it into the run's folder and prints its path. ID is a run id, or an incident id
@@ -161,8 +161,8 @@ def report(session: _Session, id: str, format: str) -> None:
     help="Who did it.",
 )
 @click.pass_obj
-@_handles_errors
-def note(session: _Session, id: str, text: str, author: str) -> None:
+@handles_errors
+def note(session: Session, id: str, text: str, author: str) -> None:
     """Record an action taken on an incident.
 
     ID is an incident id, or a run id (its incident). Notes carry their author and time, are
@@ -181,7 +181,7 @@ def note(session: _Session, id: str, text: str, author: str) -> None:
     )
 
 
-@click.group()
+@click.group(cls=WorkbookGroup)
 def archive() -> None:
     """Serve, measure and prune the archive.
 
@@ -195,8 +195,8 @@ def archive() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=9096, show_default=True)
 @click.pass_obj
-@_handles_errors
-def archive_serve(session: _Session, host: str, port: int) -> None:
+@handles_errors
+def archive_serve(session: Session, host: str, port: int) -> None:
     """Browse the archive in a web browser.
 
     Read-only: incidents newest first with filters and search, each incident's timeline, its
@@ -221,9 +221,9 @@ def archive_serve(session: _Session, host: str, port: int) -> None:
 @click.option("--yes", is_flag=True, help="Delete; without it, only say what would go.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_obj
-@_handles_errors
+@handles_errors
 def prune(
-    session: _Session, older_than: timedelta, keep_findings: bool, yes: bool, as_json: bool
+    session: Session, older_than: timedelta, keep_findings: bool, yes: bool, as_json: bool
 ) -> None:
     """Delete old runs (a dry run unless --yes).
 
@@ -250,8 +250,8 @@ def prune(
 @archive.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_obj
-@_handles_errors
-def stats(session: _Session, as_json: bool) -> None:
+@handles_errors
+def stats(session: Session, as_json: bool) -> None:
     """Incidents, runs, notes, bytes on disk, oldest and newest run.
 
     \b
@@ -262,4 +262,4 @@ def stats(session: _Session, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found.to_dict(), indent=2))
         return
-    _table(found.rows(), ("ARCHIVE", str(found.root)))
+    table(found.rows(), ("ARCHIVE", str(found.root)))

@@ -9,19 +9,17 @@ from pathlib import Path
 import click
 
 from workbooks.cli.common import (
-    DEMO_DIR,
     Duration,
-    _describe,
-    _handles_errors,
-    _report,
-    _Session,
-    _table,
-    _top_finding,
+    Session,
+    describe,
+    handles_errors,
+    report_runs,
+    run_json,
+    table,
+    top_finding,
 )
-from workbooks.core.errors import (
-    ConfigError,
-    UnknownRunbookError,
-)
+from workbooks.core.errors import UnknownRunbookError
+from workbooks.core.paths import DEMO_ALERT_FILE, bundled_demos, demo_dir
 
 
 @click.command()
@@ -35,11 +33,11 @@ from workbooks.core.errors import (
 )
 @click.option("--lookback", type=Duration(as_text=True), default="2h", show_default=True)
 @click.option("--baseline", type=Duration(as_text=True), default="1d", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print findings.json (a list if several).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (a list if several).")
 @click.pass_obj
-@_handles_errors
+@handles_errors
 def run(
-    session: _Session,
+    session: Session,
     runbook: str | None,
     alert_file: str,
     prometheus: str | None,
@@ -59,19 +57,13 @@ def run(
       workbook run high-latency --alert - --evidence archive/INCIDENT/RUN/evidence < alert.json
     """
     from workbooks.core.alert import read_alert_group
+    from workbooks.notebook.sources import choose_source
 
     group = read_alert_group(alert_file)
     config = session.config()
     if prometheus and evidence:
         raise click.UsageError("pass --prometheus or --evidence, not both")
-    # "prometheus" tells the notebook to use the configured URL and credentials.
-    source = str(evidence.absolute()) if evidence else prometheus
-    source = source or ("prometheus" if config.prometheus.url else None)
-    if not source:
-        raise ConfigError(
-            "no metrics source: set WORKBOOKS_PROMETHEUS_URL (or prometheus.url in the config "
-            "file), or pass --prometheus URL or --evidence DIR"
-        )
+    source = choose_source(url=prometheus, evidence=evidence, settings=config.prometheus)
     from workbooks.running.runner import run_alert  # papermill: imported only when a run is due
 
     archive = session.archive(config)
@@ -84,25 +76,28 @@ def run(
         lookback=lookback,
         baseline=baseline,
     )
-    _report(records, archive, as_json=as_json)
+    report_runs(records, archive, as_json=as_json)
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_obj
-@_handles_errors
-def runbooks(session: _Session, as_json: bool) -> None:
-    """List runbooks and the alerts they handle.
+@handles_errors
+def runbooks(session: Session, as_json: bool) -> None:
+    """List runbooks and what routes to them.
+
+    An alert goes to the runbook named by its `runbook` label, else by the last segment of its
+    `runbook_url` annotation, else by the config file's `routing:` rules (ROUTING), else by its
+    alertname (ALERTS, from the notebooks).
 
     \b
     Example:
-      workbook runbooks --json
+      workbook runbooks --config workbooks.yaml --json
     """
-    from workbooks.running.routing import load_runbooks
+    from workbooks.running.routing import configured_runbooks
 
-    found = sorted(
-        load_runbooks(session.config().notebooks_dir).values(), key=lambda r: (r.group, r.id)
-    )
+    found = configured_runbooks(session.config())
+    ordered = sorted(found.values(), key=lambda r: (r.group, r.id))
     if as_json:
         rows = [
             {
@@ -110,18 +105,25 @@ def runbooks(session: _Session, as_json: bool) -> None:
                 "title": runbook.title,
                 "group": runbook.group,
                 "alerts": list(runbook.alerts),
+                "routing": [rule.match for rule in found.rules_for(runbook.id)],
                 "summary": runbook.summary,
             }
-            for runbook in found
+            for runbook in ordered
         ]
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    _table(
+    table(
         [
-            (runbook.id, runbook.group, ", ".join(runbook.alerts), runbook.summary)
-            for runbook in found
+            (
+                runbook.id,
+                runbook.group,
+                ", ".join(runbook.alerts),
+                "; ".join(rule.describe() for rule in found.rules_for(runbook.id)) or "-",
+                runbook.summary,
+            )
+            for runbook in ordered
         ],
-        ("RUNBOOK", "GROUP", "ALERTS", "SUMMARY"),
+        ("RUNBOOK", "GROUP", "ALERTS", "ROUTING", "SUMMARY"),
     )
 
 
@@ -131,9 +133,9 @@ def runbooks(session: _Session, as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the run records as a JSON list.")
 @click.pass_obj
-@_handles_errors
+@handles_errors
 def list_runs(
-    session: _Session, runbook: str | None, since: timedelta | None, limit: int, as_json: bool
+    session: Session, runbook: str | None, since: timedelta | None, limit: int, as_json: bool
 ) -> None:
     """List archived runs, newest first.
 
@@ -144,19 +146,19 @@ def list_runs(
     archive = session.archive()
     records = archive.runs(runbook=runbook, since=since, limit=limit)
     if as_json:
-        click.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        click.echo(json.dumps([run_json(record) for record in records], indent=2))
         return
     if not records:
         click.echo(f"no runs in {archive.root}", err=True)
         return
-    _table(
+    table(
         [
             (
                 f"{record.started_at:%Y-%m-%d %H:%M}",
                 record.status,
                 record.run_id,
                 record.incident_id,
-                _top_finding(record),
+                top_finding(record),
             )
             for record in records
         ],
@@ -166,10 +168,10 @@ def list_runs(
 
 @click.command()
 @click.argument("id")
-@click.option("--json", "as_json", is_flag=True, help="Print the run's findings.json object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run and its findings as JSON.")
 @click.pass_obj
-@_handles_errors
-def show(session: _Session, id: str, as_json: bool) -> None:
+@handles_errors
+def show(session: Session, id: str, as_json: bool) -> None:
     """Show a run's findings. ID is a run id, or an incident id (its newest run).
 
     \b
@@ -177,19 +179,20 @@ def show(session: _Session, id: str, as_json: bool) -> None:
       workbook show 20261128T1405Z-highlatency-3f9a2c1b --json
     """
     archive = session.archive()
-    if as_json:
-        click.echo(json.dumps(archive.show(id), indent=2, ensure_ascii=False))
-        return
     record = archive.get(id)
-    _describe(record, archive.findings(record), limit=None)
+    if as_json:
+        document = run_json(record, archive.findings(record))
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    describe(record, archive.findings(record), limit=None)
 
 
 @click.command()
 @click.argument("id")
-@click.option("--json", "as_json", is_flag=True, help="Print the new run's findings.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new run as JSON.")
 @click.pass_obj
-@_handles_errors
-def replay(session: _Session, id: str, as_json: bool) -> None:
+@handles_errors
+def replay(session: Session, id: str, as_json: bool) -> None:
     """Re-run an archived run from its evidence.
 
     The same runbook on the same alert, reading the run's saved evidence instead of Prometheus:
@@ -203,15 +206,15 @@ def replay(session: _Session, id: str, as_json: bool) -> None:
 
     config = session.config()
     archive = session.archive(config)
-    _report([runner.replay(archive, id, config=config)], archive, as_json=as_json)
+    report_runs([runner.replay(archive, id, config=config)], archive, as_json=as_json)
 
 
 @click.command()
 @click.argument("runbook", default="high-latency")
-@click.option("--json", "as_json", is_flag=True, help="Print findings.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.pass_obj
-@_handles_errors
-def demo(session: _Session, runbook: str, as_json: bool) -> None:
+@handles_errors
+def demo(session: Session, runbook: str, as_json: bool) -> None:
     """Run a runbook on its bundled demo incident.
 
     Offline: the demo evidence stands in for Prometheus. The run is archived like any other.
@@ -221,14 +224,14 @@ def demo(session: _Session, runbook: str, as_json: bool) -> None:
       workbook demo high-latency
     """
     from workbooks.core.alert import read_alert_group
+    from workbooks.notebook.sources import DEMO_SOURCE
     from workbooks.running.runner import run_alert
 
-    alert_path = DEMO_DIR / runbook / "alert.json"
+    alert_path = demo_dir(runbook) / DEMO_ALERT_FILE
     if not alert_path.is_file():
-        bundled = sorted(path.parent.name for path in DEMO_DIR.glob("*/alert.json"))
         raise UnknownRunbookError(
             f"no demo incident is bundled for runbook {runbook!r} ({alert_path} is missing); "
-            f"demos: {', '.join(bundled) or '(none yet)'}"
+            f"demos: {', '.join(bundled_demos()) or '(none yet)'}"
         )
     config = session.config()
     archive = session.archive(config)
@@ -236,16 +239,16 @@ def demo(session: _Session, runbook: str, as_json: bool) -> None:
         read_alert_group(alert_path),
         config=config,
         archive=archive,
-        source="demo",
+        source=DEMO_SOURCE,
         runbook_id=runbook,
     )
-    _report(records, archive, as_json=as_json)
+    report_runs(records, archive, as_json=as_json)
 
 
 @click.command()
 @click.pass_obj
-@_handles_errors
-def reindex(session: _Session) -> None:
+@handles_errors
+def reindex(session: Session) -> None:
     """Rebuild the index from the run folders.
 
     Also removes staging folders left over an hour ago by runs that died (a run is only ever
@@ -282,9 +285,9 @@ def reindex(session: _Session) -> None:
     help="Runs at once; 0 accepts and queues only [default: WORKBOOKS_WORKERS, else the cores].",
 )
 @click.pass_obj
-@_handles_errors
+@handles_errors
 def serve(
-    session: _Session, host: str, port: int, prometheus: str | None, workers: int | None
+    session: Session, host: str, port: int, prometheus: str | None, workers: int | None
 ) -> None:
     """Run workbooks from Alertmanager's webhook.
 

@@ -22,6 +22,8 @@ Environment variables win over the file:
 ``WORKBOOKS_SHUTDOWN_GRACE_SECONDS`` how long ``workbook serve`` lets running runs finish (20)
 ==================================  ===================================================
 
+The file's `routing:` rules (:class:`RoutingRule`) send a team's own alerts to runbooks.
+
 Credentials live here and in the environment, never in notebook parameters: papermill writes
 parameters into the archived artifact.
 """
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from workbooks.core.errors import ConfigError
 
@@ -117,6 +119,32 @@ class NotificationSettings(_Model):
     template: str | None = None  # a Jinja2 file; default templates/notification.md.j2
 
 
+class RoutingRule(_Model):
+    """Alerts whose labels equal every value in ``match`` go to ``runbook``.
+
+    ``{match: {alertname: MyP99}, runbook: high-latency}`` routes a team's own alertname;
+    ``{match: {team: db, severity: critical}, runbook: database-issues}`` routes by labels.
+    """
+
+    match: dict[str, str] = Field(min_length=1)
+    runbook: str = Field(min_length=1)
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _label_values_as_text(cls, value: Any) -> Any:
+        # YAML reads `code: 500` as a number; label values are always text.
+        if isinstance(value, Mapping):
+            return {str(key): str(item) for key, item in value.items()}
+        return value
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(name) == value for name, value in self.match.items())
+
+    def describe(self) -> str:
+        """``team=db, severity=critical``: how ``workbook runbooks`` shows the rule."""
+        return ", ".join(f"{name}={value}" for name, value in self.match.items())
+
+
 class Config(_Model):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     archive: str = "archive"
@@ -125,6 +153,7 @@ class Config(_Model):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     queries: dict[str, Any] = Field(default_factory=dict)
+    routing: list[RoutingRule] = Field(default_factory=list)
     cell_timeout_seconds: float = Field(default=120.0, gt=0)
     run_timeout_seconds: float = Field(default=600.0, gt=0)
     now: datetime | None = None
@@ -202,12 +231,23 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def find_config_file(
+    path: str | Path | None = None, *, env: Mapping[str, str] | None = None
+) -> Path | None:
+    """Which config file applies: ``path``, else ``$WORKBOOKS_CONFIG``, else ``./workbooks.yaml``
+    when it exists, else none. Absolute, so a kernel started in another folder reads the same.
+    """
+    env = os.environ if env is None else env
+    chosen = path or env.get(ENV_PREFIX + "CONFIG") or None
+    if chosen is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        chosen = DEFAULT_CONFIG_FILE
+    return Path(chosen).absolute() if chosen is not None else None
+
+
 def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
     """The configuration from the file (if any) with the environment on top."""
     env = os.environ if env is None else env
-    file_path = path or env.get(ENV_PREFIX + "CONFIG")
-    if file_path is None and Path(DEFAULT_CONFIG_FILE).is_file():
-        file_path = DEFAULT_CONFIG_FILE
+    file_path = find_config_file(path, env=env)
     data: dict[str, Any] = {}
     if file_path is not None:
         try:

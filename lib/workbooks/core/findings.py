@@ -19,7 +19,7 @@ SUMMARY_MIME = "application/vnd.workbooks.summary+json"
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 _SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-_SEVERITY_ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
+SEVERITY_ICONS: dict[str, str] = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +65,7 @@ class Finding:
 
     def to_markdown(self) -> str:
         """Readable markdown; text is HTML-escaped since label values come from outside."""
-        icon = _SEVERITY_ICON[self.severity]
+        icon = SEVERITY_ICONS[self.severity]
         lines = [f"**{icon} {self.severity.upper()}: {_escape(self.title)}**"]
         if self.subject:
             subject = ", ".join(f"`{_escape(k)}={_escape(v)}`" for k, v in self.subject.items())
@@ -125,7 +125,7 @@ def summary_markdown(
     lines = [f"## {heading}", ""]
     for finding in top[:limit]:
         # Titles carry the number that backs them ("rose 4.2x (0.9 s → 3.8 s)").
-        icon = _SEVERITY_ICON[finding.severity]
+        icon = SEVERITY_ICONS[finding.severity]
         title = _escape(finding.title)
         lines.append(f"- {icon} **{finding.severity}**: {title}")
     if len(top) > limit:

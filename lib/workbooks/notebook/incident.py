@@ -22,6 +22,13 @@ from workbooks.core.errors import SourceError, SourceUnavailableError, Workbooks
 from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
 from workbooks.notebook import analysis, charts
 from workbooks.notebook.catalog import Catalog
+from workbooks.notebook.display import (
+    display,
+    escalation_markdown,
+    human_duration,
+    key_value_table,
+    show_markdown,
+)
 from workbooks.notebook.sources import (
     EvidenceWriter,
     Source,
@@ -35,16 +42,6 @@ from workbooks.notebook.sources import (
 )
 
 EVIDENCE_ENV = "WORKBOOKS_EVIDENCE_DIR"
-
-
-def _display(*objects: Any, raw: bool = False) -> None:
-    from IPython.display import display
-
-    display(*objects, raw=raw)
-
-
-def _markdown(text: str) -> None:
-    _display({"text/markdown": text}, raw=True)
 
 
 @dataclass
@@ -281,7 +278,7 @@ class Incident:
 
     def _describe_query(self, result: QueryResult) -> None:
         series = series_count(result.current)
-        _markdown(
+        show_markdown(
             f"<details><summary><code>{result.name}</code>: {series} series, step "
             f"{result.step_seconds}s</summary>\n\n```promql\n{result.query}\n```\n</details>"
         )
@@ -291,10 +288,10 @@ class Incident:
         for finding in findings:
             self.findings.append(finding)
             if show:
-                _display(finding.mime_bundle(), raw=True)
+                display(finding.mime_bundle(), raw=True)
 
     def markdown(self, text: str) -> None:
-        _markdown(text)
+        show_markdown(text)
 
     def note(self, text: str, *, author: str | None = None) -> Any:
         """Record an action taken, with its author and time, on this alert's archived incident.
@@ -322,7 +319,7 @@ class Incident:
                 "WORKBOOKS_ARCHIVE to the archive folder before starting JupyterLab (`workbook "
                 'open` does), or add the note with `workbook note INCIDENT "text"`'
             ) from exc
-        _markdown(
+        show_markdown(
             f"📝 Note added to incident `{note.incident_id}` by {html.escape(note.author)} at "
             f"{note.created_at:%Y-%m-%d %H:%M} UTC: {html.escape(note.text)}"
         )
@@ -332,7 +329,7 @@ class Incident:
         """Show a chart in the notebook and free it (figures left open pile up)."""
         import matplotlib.pyplot as plt
 
-        _display(figure)
+        display(figure)
         plt.close(figure)
 
     def chart_title(self, text: str) -> str:
@@ -349,29 +346,29 @@ class Incident:
             ("started", f"{self.starts_at:%Y-%m-%d %H:%M:%S} UTC"),
             (
                 "ended" if self.ends_at else "firing for",
-                f"{self.ends_at:%Y-%m-%d %H:%M:%S} UTC" if self.ends_at else _human(firing_for),
+                f"{self.ends_at:%Y-%m-%d %H:%M:%S} UTC"
+                if self.ends_at
+                else human_duration(firing_for),
             ),
             ("window", self._window_text()),
             ("source", self.source_description),
             *((f"label `{k}`", v) for k, v in self.labels.items()),
             *((f"annotation `{k}`", v) for k, v in self.annotations.items()),
         ]
-        table = "| | |\n|---|---|\n" + "\n".join(
-            f"| {key} | {_cell(value)} |" for key, value in rows
-        )
-        _markdown(table)
+        show_markdown(key_value_table(rows))
         for finding in self.findings:
-            _display(finding.mime_bundle(), raw=True)
+            display(finding.mime_bundle(), raw=True)
 
     def _window_text(self) -> str:
         return (
             f"{self.window.start:%H:%M} to {self.window.end:%H:%M} UTC (lookback "
-            f"{_human(self.lookback)}, baseline {_human(self.baseline_offset)} earlier)"
+            f"{human_duration(self.lookback)}, "
+            f"baseline {human_duration(self.baseline_offset)} earlier)"
         )
 
     def summary(self, *, limit: int = 5) -> None:
         """The Summary: top findings, worst first (the runner copies it to the top)."""
-        _display(
+        display(
             {
                 "text/markdown": summary_markdown(self.findings, limit=limit),
                 SUMMARY_MIME: [finding.to_dict() for finding in ranked(self.findings)[:limit]],
@@ -380,21 +377,8 @@ class Incident:
         )
 
     def escalation(self) -> None:
-        contacts = self.config.escalation
         critical = any(f.severity == "critical" for f in self.findings)
-        when = (
-            f"**Escalate now** if this is still critical after {contacts.escalate_after_minutes} "
-            "minutes of work, or users are affected and no cause is named above."
-            if critical
-            else "No critical finding: escalate only if the alert keeps firing or users report "
-            "impact."
-        )
-        _markdown(
-            f"{when}\n\n| role | who |\n|---|---|\n| primary | {contacts.primary} |\n"
-            f"| secondary | {contacts.secondary} |\n| escalation | {contacts.escalation} |\n"
-            f"| Slack | {contacts.slack} |\n| PagerDuty | {contacts.pagerduty} |\n"
-            f"| e-mail | {contacts.email} |"
-        )
+        show_markdown(escalation_markdown(self.config.escalation, critical=critical))
 
     def timeseries(self, result: QueryResult, *, by: str | None = None, **options: Any) -> None:
         """Chart a result against its baseline with the alert start marked, or say no data."""
@@ -419,19 +403,3 @@ def _shift(frame: pd.DataFrame, offset: timedelta) -> pd.DataFrame:
     if len(shifted):
         shifted["timestamp"] = shifted["timestamp"] + pd.Timedelta(offset)
     return shifted
-
-
-def _human(duration: timedelta) -> str:
-    minutes = int(duration.total_seconds() // 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} d {hours % 24} h"
-
-
-def _cell(value: Any) -> str:
-    import html
-
-    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")

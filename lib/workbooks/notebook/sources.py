@@ -18,7 +18,6 @@ import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -30,13 +29,18 @@ from urllib3.util.retry import Retry
 
 from workbooks.core.config import PrometheusSettings
 from workbooks.core.errors import (
+    ArchiveError,
     ConfigError,
     EvidenceMissingError,
     QueryFailedError,
     SourceUnavailableError,
 )
+from workbooks.core.paths import DEMO_EVIDENCE_DIR, demo_dir
 
 MANIFEST = "manifest.json"
+# The two named sources; anything else is an http(s) URL or an evidence folder.
+DEMO_SOURCE = "demo"  # the runbook's bundled demo evidence, offline
+CONFIGURED_PROMETHEUS = "prometheus"  # the configured URL and credentials, read in the kernel
 _NICE_STEPS_SECONDS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 
 
@@ -312,15 +316,53 @@ class EvidenceSource:
 
 
 def demo_evidence_dir(runbook: str) -> Path:
-    return Path(str(resources.files("workbooks").joinpath("demo", runbook, "evidence")))
+    return demo_dir(runbook) / DEMO_EVIDENCE_DIR
+
+
+def choose_source(
+    *,
+    url: str | None = None,
+    evidence: Path | None = None,
+    settings: PrometheusSettings,
+    instead: str = "pass --prometheus URL or --evidence DIR",
+) -> str:
+    """The ``source`` parameter of a new run or investigation: the rule in one place.
+
+    An evidence folder (absolute, since the kernel runs elsewhere), else the URL given, else
+    ``prometheus`` when one is configured (the kernel reads the URL and credentials itself, so
+    no secret becomes a parameter). ``instead`` ends the error: what the caller can pass.
+    """
+    if url and evidence is not None:
+        raise ConfigError("pass a Prometheus URL or an evidence folder, not both")
+    if evidence is not None:
+        return str(Path(evidence).absolute())
+    if url and url.strip():
+        return url.strip()
+    if settings.url:
+        return CONFIGURED_PROMETHEUS
+    raise ConfigError(
+        "no metrics source: set WORKBOOKS_PROMETHEUS_URL (or prometheus.url in the config "
+        f"file), or {instead}"
+    )
+
+
+def archived_source(evidence: Path, *, recorded: str, instead: str) -> str:
+    """The ``source`` that reads an archived run again: its saved evidence folder, or the demo
+    evidence when the run was a demo. ``instead`` says what to do when neither is there.
+    """
+    if evidence.is_dir():
+        return str(evidence.absolute())
+    if recorded == DEMO_SOURCE:
+        return DEMO_SOURCE
+    raise ArchiveError(f"the run saved no evidence ({evidence} is missing); {instead}")
 
 
 def open_source(spec: str, *, runbook: str, settings: PrometheusSettings) -> Source:
     """``demo``, ``prometheus`` (the configured URL), an http(s) URL, or an evidence folder."""
     spec = (spec or "").strip()
-    if spec == "demo":
+    if spec == DEMO_SOURCE:
         return EvidenceSource(demo_evidence_dir(runbook), description=f"demo evidence ({runbook})")
-    if spec in ("prometheus", ""):
+    if spec in (CONFIGURED_PROMETHEUS, ""):
         return PrometheusSource(settings)
     if spec.startswith(("http://", "https://")):
         return PrometheusSource(settings, url=spec)

@@ -30,10 +30,11 @@ import nbformat
 
 from workbooks.archive.store import EVIDENCE_DIR, NOTEBOOK_FILE, Archive, slug
 from workbooks.core.alert import AlertGroup
-from workbooks.core.config import Config, parse_duration
+from workbooks.core.config import Config, find_config_file, parse_duration
 from workbooks.core.errors import ArchiveError, ConfigError, WorkbooksError
+from workbooks.notebook.sources import archived_source, choose_source
 from workbooks.running.parameters import Parameters
-from workbooks.running.routing import Runbook, get_runbook, load_runbooks, route
+from workbooks.running.routing import Runbook, configured_runbooks, get_runbook, route
 
 INVESTIGATIONS_DIR = "investigations"
 LOG_FILE = "jupyterlab.log"
@@ -70,7 +71,7 @@ def open_workbook(
             "say what to investigate with exactly one of: an alert file (--alert FILE), a time "
             "(--at 2026-11-20T14:10:00Z, with --label service=...), or an archived run (--from ID)"
         )
-    runbooks = load_runbooks(config.notebooks_dir)
+    runbooks = configured_runbooks(config)
     for duration in (lookback, baseline):
         parse_duration(duration)  # bad input fails here, not in a cell
     if from_run is not None:
@@ -112,13 +113,11 @@ def open_workbook(
 
 
 def _live_source(source: str | None, config: Config) -> str:
-    if source:
-        return source
-    if config.prometheus.url:
-        return "prometheus"  # the notebook reads the configured URL and credentials itself
-    raise ConfigError(
-        "no metrics source: set WORKBOOKS_PROMETHEUS_URL (or prometheus.url in the config file), "
-        "or pass --prometheus URL, or open an archived run with --from ID to read its evidence"
+    return choose_source(
+        url=source,
+        settings=config.prometheus,
+        instead="pass --prometheus URL, or open an archived run with --from ID to read its "
+        "evidence",
     )
 
 
@@ -146,14 +145,12 @@ def _from_run(
             "if it was pruned, open its alert instead: "
             f"workbook open {record.runbook} --alert {record.path / 'alert.json'}"
         ) from exc
-    evidence = record.path / EVIDENCE_DIR
-    if source is None and not evidence.is_dir():
-        raise ArchiveError(
-            f"run {record.run_id} saved no evidence ({evidence} is missing); open its alert "
-            f"against Prometheus instead: workbook open {record.runbook} --alert "
-            f"{record.path / 'alert.json'}"
-        )
-    parameters["source"] = source or str(evidence.absolute())
+    parameters["source"] = source or archived_source(
+        record.path / EVIDENCE_DIR,
+        recorded=record.source,
+        instead=f"open its alert against Prometheus instead: workbook open {record.runbook} "
+        f"--alert {record.path / 'alert.json'}",
+    )
     return get_runbook(runbooks, record.runbook), parameters
 
 
@@ -297,11 +294,9 @@ def _kernel_environment(archive_dir: Path | None) -> dict[str, str]:
     env = {}
     if archive_dir is not None:
         env["WORKBOOKS_ARCHIVE"] = str(Path(archive_dir).absolute())
-    config_file = os.environ.get("WORKBOOKS_CONFIG") or (
-        "workbooks.yaml" if Path("workbooks.yaml").is_file() else None
-    )
-    if config_file:  # kernels start in the notebook's folder: a relative path would miss it
-        env["WORKBOOKS_CONFIG"] = str(Path(config_file).absolute())
+    # Kernels start in the notebook's folder: find_config_file gives an absolute path.
+    if (config_file := find_config_file()) is not None:
+        env["WORKBOOKS_CONFIG"] = str(config_file)
     return env
 
 

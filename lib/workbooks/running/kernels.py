@@ -1,0 +1,93 @@
+"""The kernel of one run: started where the run says, watched against the run timeout.
+
+papermill starts the kernel through the manager class it is given; :func:`kernel_manager_class`
+makes one per run so each kernel gets its own folder, environment and log, and reports itself to
+the run's :class:`Watchdog`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from jupyter_client.manager import AsyncKernelManager
+
+# After the run deadline the kernel gets SIGINT, so the notebook shows where it was stuck; if
+# it is still running this much later (a cell that swallows KeyboardInterrupt, or C code that
+# never checks for signals), its whole process group gets SIGKILL.
+INTERRUPT_GRACE_SECONDS = 2.0
+
+
+class Watchdog:
+    """Ends a run that outlives ``run_timeout``, whatever its cells do.
+
+    papermill runs in the calling thread, so tracebacks and Ctrl-C behave as usual; two timer
+    threads signal the kernel's process group. At the deadline SIGINT: the running cell raises
+    KeyboardInterrupt, so the artifact shows the line it was stuck on, and papermill returns
+    about 0.4 s later (measured, median of 3). A cell that ignores SIGINT, or C code that never
+    checks for it, gets SIGKILL after the grace period; nbclient sees the dead kernel on its
+    next liveness check (measured: back 2.25 s after the deadline, grace 2 s). Signals, not the
+    kernel manager's methods, because those are coroutines bound to papermill's event loop.
+    """
+
+    def __init__(self, run_timeout: float) -> None:
+        self.run_timeout = run_timeout
+        self.fired = False
+        self._lock = threading.Lock()
+        self._kernel: AsyncKernelManager | None = None
+        self._timers = [
+            threading.Timer(run_timeout, self._signal, (signal.SIGINT,)),
+            threading.Timer(run_timeout + INTERRUPT_GRACE_SECONDS, self._signal, (signal.SIGKILL,)),
+        ]
+        for timer in self._timers:
+            timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        for timer in self._timers:
+            timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def attach(self, kernel: AsyncKernelManager) -> None:
+        with self._lock:
+            self._kernel = kernel
+        if self.fired:  # the deadline passed while the kernel was starting
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        with self._lock:
+            self.fired = True
+            process = getattr(self._kernel.provisioner, "process", None) if self._kernel else None
+            # poll() is None: not yet reaped, so its pid (and process group) is still its own.
+            if process is None or process.poll() is not None:
+                return
+            try:
+                os.killpg(process.pid, signum)
+            except OSError:
+                process.send_signal(signum)
+
+
+def kernel_manager_class(
+    watchdog: Watchdog, *, cwd: Path, env: Mapping[str, str], log: IO[bytes]
+) -> type[AsyncKernelManager]:
+    """A kernel manager for one run: its cwd, its environment, its log, its watchdog.
+
+    A class per run because nbclient instantiates the class itself. Starting the kernel in
+    ``cwd`` (instead of papermill's ``cwd=``, which ``os.chdir``s the whole process) keeps
+    concurrent runs in one process from moving each other's files.
+    """
+
+    class RunKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]
+            kwargs.update(cwd=str(cwd), env={**os.environ, **env}, stdout=log, stderr=log)
+            await super().start_kernel(**kwargs)
+            watchdog.attach(self)
+
+    return RunKernelManager
