@@ -176,7 +176,10 @@ def test_busy_neighbour_then_busy_service_instance(tmp_path: Path) -> None:
             start_service_instance(tmp_path, busy=True, name="api-1", port=busy_port)
         )
         prometheus.wait_for(
-            service_cpu % "api-1", lambda v: bool(v) and v[0] > 0.5, timeout_seconds=60
+            # a whole core when the machine is idle; 0.4 leaves room for other work on it
+            service_cpu % "api-1",
+            lambda v: bool(v) and v[0] > 0.4,
+            timeout_seconds=60,
         )
         assert prometheus.wait_for(service_cpu % "api-0")[0] < 0.2
 

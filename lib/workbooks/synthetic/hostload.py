@@ -189,10 +189,3 @@ def _start_burner(workdir: Path, name: str, *, port: int, busy: bool) -> LivePro
         return log_path.exists() and "started" in log_path.read_text(errors="replace")
 
     return start_process(name, argv, workdir, address=address, ready=ready)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds `pid` has used (from /proc), to check a burner burns."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks

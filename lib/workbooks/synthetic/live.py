@@ -71,7 +71,6 @@ class LiveProcess:
     log_path: Path
     address: str = ""  # host:port it listens on, "" when it does not
     stop_signal: int = signal.SIGTERM
-    cleanups: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def url(self) -> str:
@@ -100,8 +99,6 @@ class LiveProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        while self.cleanups:
-            self.cleanups.pop()()
 
     def __enter__(self) -> LiveProcess:
         return self
