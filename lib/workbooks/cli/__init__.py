@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from workbooks.archive.store import package_version
-from workbooks.cli import postmortem, runs
+from workbooks.cli import postmortem, runs, testing
 from workbooks.cli.common import _environment, _Session
 from workbooks.core.config import parse_duration
 
@@ -64,5 +64,6 @@ for _command in (
     postmortem.report,
     postmortem.note,
     postmortem.archive,
+    testing.test,
 ):
     main.add_command(_command)
