@@ -22,7 +22,9 @@ from workbooks.core.errors import UnknownRunbookError, WorkbooksError
     help="Keep Prometheus' data and the runs' archive here [default: a temporary folder].",
 )
 def test(runbook: str, scenario: str | None, as_json: bool, workdir: Path | None) -> None:
-    """Run RUNBOOK on its synthetic incidents in a real Prometheus; check each diagnosis.
+    """Check a runbook on its synthetic incidents.
+
+    Runs RUNBOOK on each of its synthetic cases in a real Prometheus and checks its diagnosis.
 
     One line per case: PASS or FAIL, the case, what it planted, what the top finding said.
     Exits 1 if a case failed, 2 for an unknown runbook or scenario. Needs prometheus and
