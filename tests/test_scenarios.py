@@ -4,6 +4,7 @@ to show that every sample arrives and that each planted cause (and only it) is v
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import re
@@ -14,20 +15,29 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
+import jinja2
 import pytest
 
+import workbooks.synthetic.scenarios as scenarios_package
+from workbooks.core.errors import UnknownRunbookError
 from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
 from workbooks.synthetic.scenarios import (
-    CAUSES,
     INSTANCES,
     ROUTES,
     Scenario,
+    all_cases,
+    causes,
     make_scenario,
+    runbooks,
     write_openmetrics,
 )
+from workbooks.synthetic.scenarios.accuracy_drop import EVAL_SETS
+from workbooks.synthetic.scenarios.registry import register
 
+ROOT = Path(__file__).resolve().parents[1]
 ONSET = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
+CAUSES = causes()
 ALL_CAUSES = [(runbook, cause) for runbook, causes in CAUSES.items() for cause in causes]
 
 
@@ -82,15 +92,20 @@ def test_samples_are_timestamped_in_seconds_inside_the_two_windows(
 @pytest.mark.parametrize(("runbook", "cause"), ALL_CAUSES)
 def test_counters_only_grow_except_at_a_restart(runbook: str, cause: str) -> None:
     scenario, text = scenario_text(runbook, cause)
-    restarted = scenario.affected["instance"] if cause == "step" else None
+    # (instances, when) of the restarts a cause plants
+    restarts = {
+        "step": (scenario.affected.get("instance", ""), 0),
+        "leak_during_rollout": (scenario.affected.get("rolled_out", ""), -600),
+    }
+    restarted, offset = restarts.get(cause, ("", 0))
     checked = 0
     for name, samples in parse(text).items():
         if not name.split("{")[0].endswith(COUNTER_SUFFIXES):
             continue
         checked += 1
         drops = [t for (_, a), (t, b) in itertools.pairwise(samples) if b < a]
-        if restarted and f'instance="{restarted}"' in name:
-            assert drops == [int(scenario.onset.timestamp())], name
+        if any(f'instance="{i}"' in name for i in restarted.split(",") if i):
+            assert drops == [int(scenario.onset.timestamp()) + offset], name
         else:
             assert drops == [], name
     assert checked > 0
@@ -189,14 +204,71 @@ def test_make_scenario_fills_defaults_and_rejects_what_cannot_be_generated() -> 
     assert scenario.onset.second == 0
     assert scenario.end == scenario.onset + timedelta(minutes=40)
     assert scenario.alert_starts_at == scenario.onset + timedelta(minutes=5)
-    with pytest.raises(ValueError, match="no scenario"):
+    with pytest.raises(UnknownRunbookError, match="no scenario"):
         make_scenario("high-latency", "leak")
+    with pytest.raises(UnknownRunbookError, match="known: accuracy-drop, high-latency"):
+        make_scenario("no-such-runbook", "leak")
     with pytest.raises(ValueError, match="timezone"):
         make_scenario("high-memory", "leak", onset=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="known"):
         make_scenario("high-latency", "slow_route", affected={"route": "/v2/nope"})
     with pytest.raises(ValueError, match="baseline"):
         make_scenario("high-memory", "none", baseline=timedelta(hours=1))
+
+
+# --- the runbook modules --------------------------------------------------------------------
+
+
+def test_runbook_modules_are_found_by_looking() -> None:
+    package = Path(scenarios_package.__file__).parent
+    declared = sorted(
+        path.stem.replace("_", "-")
+        for path in package.glob("*.py")
+        if re.search(r"^RUNBOOK = ", path.read_text(), flags=re.MULTILINE)
+    )
+    assert sorted(runbooks()) == declared
+    ids = [case.id for case in all_cases()]
+    assert len(ids) == len(set(ids)), "case ids are folder names under tests/data/cases"
+
+
+@pytest.mark.parametrize("runbook", sorted(CAUSES))
+def test_every_runbook_plants_enough_kinds_of_cause(runbook: str) -> None:
+    """Three culprits, a change that is not the cause, a quiet control; all generate."""
+    cases = runbooks()[runbook].cases
+    culprits = {json.dumps(case.expect, sort_keys=True) for case in cases if case.expect}
+    assert len(culprits) >= 3, culprits
+    assert any(not case.expect for case in cases), "a quiet control"
+    assert any(case.not_named for case in cases), "a change that is not the cause"
+    for case in cases:
+        assert case.scenario.service == f"svc-{case.id}"
+        assert set(case.scenario.affected) == set(runbooks()[runbook].causes[case.cause].affected)
+
+
+def test_the_new_runbook_template_renders_a_module_that_generates(tmp_path: Path) -> None:
+    template = jinja2.Template((ROOT / "templates" / "new" / "scenario.py.j2").read_text())
+    text = template.render(
+        runbook="disk-fill",
+        module="disk_fill",
+        title='Disk "fills"',
+        group="infrastructure",
+        alerts=["DiskFill", "HostOutOfDiskSpace"],
+    )
+    path = tmp_path / "disk_fill.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("disk_fill", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    declared = register(module)
+    try:
+        assert declared.runbook == "disk-fill" and declared.alert.alertname == "DiskFill"
+        case = declared.cases[0]
+        payload = case.scenario.alert_payload()
+        assert payload["commonLabels"]["alertname"] == "DiskFill"
+        assert payload["commonAnnotations"]["summary"] == f'Disk "fills" on svc-{case.id}'
+        series = parse(case.scenario.openmetrics())
+        assert any(name.startswith("disk_fill_todo{") for name in series)
+    finally:
+        runbooks().pop("disk-fill")
 
 
 # --- a real Prometheus -----------------------------------------------------------------------
@@ -340,7 +412,7 @@ def test_quiet_latency_control_changes_nothing(loaded: Loaded) -> None:
 def test_memory_cause_shows_on_its_instance_only(loaded: Loaded, cause: str) -> None:
     scenario = loaded.scenarios["high-memory", cause]
     service, magnitude, end = scenario.service, scenario.magnitude, scenario.end
-    culprit = scenario.affected.get("instance")
+    culprits = scenario.affected.get("instance", "").split(",")
     rss_gib = f'process_resident_memory_bytes{{service="{service}"}} / 2^30'
     now, before = now_and_baseline(loaded.server, scenario, rss_gib, "instance")
     growth_expr = f'deriv(process_resident_memory_bytes{{service="{service}"}}[30m]) * 3600 / 2^30'
@@ -352,32 +424,59 @@ def test_memory_cause_shows_on_its_instance_only(loaded: Loaded, cause: str) -> 
     assert max(now, key=now.__getitem__) == "api-3"  # the largest is not the culprit
     hours_after = scenario.after_onset.total_seconds() / 3600
     for instance in INSTANCES:
-        leaking = cause == "leak" and instance == culprit
-        stepped = cause == "step" and instance == culprit
+        leaking = cause in ("leak", "leak_during_rollout") and instance in culprits
+        stepped = cause == "step" and instance in culprits
+        rolled = scenario.affected.get("rolled_out", "").split(",")
         growth = magnitude if leaking else 0.0
         jump = magnitude * hours_after if leaking else magnitude if stepped else 0.0
         assert abs(gib_per_hour[instance] - growth) < 0.3, (instance, gib_per_hour[instance])
         assert abs(now[instance] - before[instance] - jump) < 0.3, (instance, now, before)
-        assert restarts[instance] == (1 if stepped else 0)
-        assert versions[instance] == ("2.4.0" if stepped else "2.3.1")
+        assert restarts[instance] == (1 if stepped or instance in rolled else 0)
+        assert versions[instance] == ("2.4.0" if stepped or instance in rolled else "2.3.1")
 
 
 @pytest.mark.prometheus
 @pytest.mark.parametrize("cause", CAUSES["accuracy-drop"])
 def test_accuracy_cause_shows_on_its_eval_set_only(loaded: Loaded, cause: str) -> None:
     scenario = loaded.scenarios["accuracy-drop", cause]
-    service = scenario.service
-    serving = "2.4.0" if cause == "version_regression" else "2.3.1"
-    accuracy = 'avg_over_time(model_eval_accuracy{{service="{}",model_version="{}"}}[20m])'
-    now = values_by(loaded.server, accuracy.format(service, serving), "eval_set", scenario.end)
-    before_at = scenario.end - scenario.baseline
-    before = values_by(loaded.server, accuracy.format(service, "2.3.1"), "eval_set", before_at)
-    assert set(now) == set(before) == {"general", "vision-qa", "ocr", "audio-transcribe"}
-    culprit = scenario.affected.get("eval_set")
-    for eval_set in now:
-        expected = -scenario.magnitude if eval_set == culprit else 0.0
-        assert abs(now[eval_set] - before[eval_set] - expected) < 0.01, eval_set
-    assert min(now, key=now.__getitem__) == "audio-transcribe"  # the lowest is not the culprit
+    service, affected = scenario.service, scenario.affected
+    rolled = {
+        "version_regression": set(INSTANCES),
+        "modality_drop": set(affected.get("instance", "").split(",")),
+    }.get(cause, set())
     info = f'model_info{{service="{service}"}}'
     versions = labels_by(loaded.server, info, "instance", "model_version", scenario.end)
-    assert versions == dict.fromkeys(INSTANCES, serving)
+    assert versions == {i: "2.4.0" if i in rolled else "2.3.1" for i in INSTANCES}
+    accuracy = 'avg_over_time(model_eval_accuracy{{service="{}",model_version="{}"}}[20m])'
+    before_at = scenario.end - scenario.baseline
+    before = values_by(loaded.server, accuracy.format(service, "2.3.1"), "eval_set", before_at)
+    for version in set(versions.values()):
+        now = values_by(loaded.server, accuracy.format(service, version), "eval_set", scenario.end)
+        assert set(now) == set(before) == set(EVAL_SETS)
+        for eval_set in now:
+            hit = (version == "2.4.0" and eval_set == affected.get("eval_set")) or (
+                EVAL_SETS[eval_set][0] == affected.get("modality")
+            )
+            expected = -scenario.magnitude if hit else 0.0
+            assert abs(now[eval_set] - before[eval_set] - expected) < 0.01, (version, eval_set)
+        assert min(now, key=now.__getitem__) == "audio-transcribe"  # the lowest is not the culprit
+
+
+@pytest.mark.prometheus
+def test_innocent_rollout_lands_before_a_slow_route_that_slows_every_instance(
+    loaded: Loaded,
+) -> None:
+    scenario = loaded.scenarios["high-latency", "innocent_rollout"]
+    culprit, magnitude = scenario.affected["route"], scenario.magnitude
+    by_route = ratios(
+        *now_and_baseline(loaded.server, scenario, p99(scenario.service, "route"), "route")
+    )
+    assert by_route[culprit] > 0.6 * magnitude  # bucket interpolation overstates the rise
+    assert_unchanged(by_route, set(ROUTES) - {culprit})
+    rolled = set(scenario.affected["instance"].split(","))
+    info = f'model_info{{service="{scenario.service}",model_version="2.4.0"}}'
+    # 2.4.0 is there three minutes before onset, and only on the rolled-out instances
+    early = scenario.onset - timedelta(minutes=2)
+    assert {r["metric"]["instance"] for r in loaded.server.query(info, early)} == rolled
+    before_rollout = scenario.onset - timedelta(minutes=4)
+    assert loaded.server.query(info, before_rollout) == []

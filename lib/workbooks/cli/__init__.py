@@ -13,7 +13,7 @@ import logging
 import click
 
 from workbooks.archive.store import package_version
-from workbooks.cli import authoring, postmortem, runs
+from workbooks.cli import authoring, postmortem, runs, testing
 from workbooks.cli.common import Session, WorkbookGroup, session_options
 from workbooks.core.config import parse_duration
 
@@ -57,5 +57,6 @@ for _command in (
     postmortem.archive,
     authoring.new,
     authoring.lint,
+    testing.test,
 ):
     main.add_command(_command)

@@ -17,21 +17,29 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from workbooks.synthetic.scenarios import Scenario, make_scenario
+from workbooks.synthetic.scenarios import Scenario, make_scenario, runbooks
 
 DEMO_ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
 
+
+def demo_scenario(runbook: str) -> Scenario:
+    """The scenario `runbook`'s demo shows: its module's DEMO case, on service inference-api."""
+    demo = runbooks()[runbook].demo
+    if demo is None:
+        raise ValueError(f"runbook {runbook} has no DEMO case in its scenario module")
+    return make_scenario(
+        runbook,
+        demo.cause,
+        affected=demo.affected,
+        magnitude=demo.magnitude,
+        seed=demo.seed,
+        onset=DEMO_ONSET,
+    )
+
+
 # runbook -> the scenario its demo shows (the culprit is never the largest absolute value)
 DEMO_SCENARIOS: dict[str, Scenario] = {
-    "high-latency": make_scenario("high-latency", "bad_version", seed=7, onset=DEMO_ONSET),
-    "high-memory": make_scenario("high-memory", "leak", seed=8, onset=DEMO_ONSET),
-    "accuracy-drop": make_scenario(
-        "accuracy-drop",
-        "version_regression",
-        seed=9,
-        onset=DEMO_ONSET,
-        affected={"eval_set": "ocr"},
-    ),
+    runbook: demo_scenario(runbook) for runbook, found in runbooks().items() if found.demo
 }
 
 
