@@ -14,9 +14,9 @@ import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
+from workbooks.core.paths import DEMO_ALERT_FILE, demo_dir
 from workbooks.synthetic.scenarios import Scenario, make_scenario, runbooks
 
 DEMO_ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
@@ -43,12 +43,8 @@ DEMO_SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def demo_dir(runbook: str) -> Path:
-    return Path(str(resources.files("workbooks").joinpath("demo", runbook)))
-
-
 def demo_alert_path(runbook: str) -> Path:
-    return demo_dir(runbook) / "alert.json"
+    return demo_dir(runbook) / DEMO_ALERT_FILE
 
 
 def record_demo(runbook: str, notebook: Path, target: Path) -> Path:
