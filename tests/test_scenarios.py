@@ -480,3 +480,25 @@ def test_innocent_rollout_lands_before_a_slow_route_that_slows_every_instance(
     assert {r["metric"]["instance"] for r in loaded.server.query(info, early)} == rolled
     before_rollout = scenario.onset - timedelta(minutes=4)
     assert loaded.server.query(info, before_rollout) == []
+
+
+def test_a_deploy_shows_in_build_info_and_restarts_the_instance(tmp_path) -> None:
+    """build_info{version} follows fleet.deploy(), apart from the model's model_info."""
+    from workbooks.synthetic.scenarios.families import BUILD_INFO, START_TIME
+    from workbooks.synthetic.scenarios.fleet import NEW_BUILD, OLD_BUILD, Fleet
+
+    scenario = make_scenario("high-latency", "none", seed=3)
+    fleet = Fleet(scenario)
+    fleet.deploy(["api-1"], minutes_from_onset=-2)
+    text = "\n".join(
+        f"{prefix} {values[-1]}"
+        for group in BUILD_INFO.series(fleet)
+        for prefix, values in zip(group.prefixes, group.values, strict=True)
+    )
+    assert f'instance="api-1",version="{NEW_BUILD}"' in text
+    assert f'instance="api-0",version="{OLD_BUILD}"' in text
+    assert f'instance="api-1",version="{OLD_BUILD}"' in text  # before the deploy
+    assert fleet.restarted_at("api-1") == fleet.grid.onset - 120
+    assert fleet.restarted_at("api-0") is None
+    starts = [g for g in START_TIME.series(fleet) if 'instance="api-1"' in g.prefixes[0]][0]
+    assert float(starts.values[0][-1]) == fleet.grid.onset - 120

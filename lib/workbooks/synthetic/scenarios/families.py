@@ -54,6 +54,16 @@ def _model_info(fleet: Fleet) -> list[Group]:
     ]
 
 
+def _build_info(fleet: Fleet) -> list[Group]:
+    ones = ["1"] * fleet.grid.times.size
+    return [
+        fleet.single("build_info", ones, mask, instance=i, version=version)
+        for i in INSTANCES
+        for version in fleet.builds()
+        if (mask := fleet.build_mask(i, version)).any()
+    ]
+
+
 def _cpu(fleet: Fleet) -> list[Group]:
     groups = []
     for instance in INSTANCES:
@@ -77,6 +87,7 @@ def _start_time(fleet: Fleet) -> list[Group]:
 
 REQUESTS = Family("http_requests", "counter", "HTTP requests by route and status code.", _requests)
 MODEL_INFO = Family("model_info", "gauge", "1 while this model version is loaded.", _model_info)
+BUILD_INFO = Family("build_info", "gauge", "1 while this build of the service runs.", _build_info)
 CPU = Family("process_cpu_seconds", "counter", "CPU time used by the process.", _cpu)
 START_TIME = Family(
     "process_start_time_seconds", "gauge", "Process start, Unix seconds.", _start_time

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 MODEL = "mm-llm"
 OLD_VERSION = "2.3.1"
 NEW_VERSION = "2.4.0"
+# The service's own build (build_info{version}), deployed apart from the model.
+OLD_BUILD = "1.8.2"
+NEW_BUILD = "1.9.0"
 INSTANCES = ("api-0", "api-1", "api-2", "api-3")
 GIB = 1024**3
 
@@ -67,6 +70,7 @@ class Fleet:
             for i in INSTANCES
         }
         self.rollouts: dict[str, Rollout] = {}
+        self.deploys: dict[str, Rollout] = {}
         self._scale: dict[Key, np.ndarray] = {}
         self._shift: dict[Key, np.ndarray] = {}
         self._requests: dict[tuple[str, str], np.ndarray] = {}
@@ -85,6 +89,19 @@ class Fleet:
         at = self.grid.onset + 60 * minutes_from_onset
         for instance in instances:
             self.rollouts[instance] = Rollout(version, at, restart)
+
+    def deploy(
+        self,
+        instances: Iterable[str],
+        version: str = NEW_BUILD,
+        *,
+        minutes_from_onset: float = 0.0,
+        restart: bool = True,
+    ) -> None:
+        """The service's build `version` replaces 1.8.2 on `instances` (a deploy restarts them)."""
+        at = self.grid.onset + 60 * minutes_from_onset
+        for instance in instances:
+            self.deploys[instance] = Rollout(version, at, restart)
 
     def scale(self, key: Key, factor: np.ndarray | float) -> None:
         """Multiply the series under `key` (e.g. ("latency", instance, route)) by `factor`."""
@@ -121,13 +138,33 @@ class Fleet:
             return since
         return ~since if version == OLD_VERSION else np.zeros(self.grid.times.size, dtype=bool)
 
+    def builds(self) -> list[str]:
+        """Every build of the service run at some point: 1.8.2 first, then those deployed."""
+        deployed = sorted({deploy.version for deploy in self.deploys.values()})
+        return [OLD_BUILD, *[version for version in deployed if version != OLD_BUILD]]
+
+    def build_mask(self, instance: str, version: str) -> np.ndarray:
+        """When `instance` runs build `version`."""
+        deploy = self.deploys.get(instance)
+        if deploy is None:
+            return np.full(self.grid.times.size, version == OLD_BUILD)
+        since = self.grid.since(deploy.at)
+        if version == deploy.version:
+            return since
+        return ~since if version == OLD_BUILD else np.zeros(self.grid.times.size, dtype=bool)
+
     def serving(self, version: str) -> np.ndarray:
         """When any instance serves `version` (a version is evaluated while it serves)."""
         return np.logical_or.reduce([self.version_mask(i, version) for i in INSTANCES])
 
     def restarted_at(self, instance: str) -> float | None:
-        rollout = self.rollouts.get(instance)
-        return rollout.at if rollout is not None and rollout.restart else None
+        """The latest restart of `instance` (a model rollout or a deploy that restarted it)."""
+        moments = [
+            change.at
+            for change in (self.rollouts.get(instance), self.deploys.get(instance))
+            if change is not None and change.restart
+        ]
+        return max(moments) if moments else None
 
     def counter(self, rate_per_second: np.ndarray, instance: str) -> np.ndarray:
         """A counter of `instance`: from its process start, reset when it restarted."""
