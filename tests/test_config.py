@@ -362,3 +362,22 @@ def test_settings_are_frozen_and_refuse_unknown_names() -> None:
         settings.url = "http://other:9090"  # type: ignore[misc]
     with pytest.raises(ValueError, match="token"):
         PrometheusSettings(token=TOKEN)  # type: ignore[call-arg]
+
+
+def test_runbook_thresholds_are_read_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "workbooks.yaml"
+    path.write_text(
+        "runbooks:\n  high-latency:\n    thresholds:\n      latency_ratio_critical: 3\n"
+    )
+
+    config = load_config(path, env={})
+
+    assert config.runbooks["high-latency"].thresholds == {"latency_ratio_critical": 3.0}
+
+
+def test_a_runbook_block_with_a_misspelt_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "workbooks.yaml"
+    path.write_text("runbooks:\n  high-latency:\n    treshold: {}\n")
+
+    with pytest.raises(ConfigError, match=r"runbooks\.high-latency\.treshold"):
+        load_config(path, env={})
