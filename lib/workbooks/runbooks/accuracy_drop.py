@@ -163,15 +163,7 @@ def which(
     modalities = _modalities(accuracy, dropped)
     about = {"eval_set": list(dropped), **({"modality": modalities} if modalities else {})}
     if found.spread:
-        incident.record(
-            Finding(
-                severity="warning",
-                title=f"Every eval set dropped ({steps.join(dropped)}): a model-wide regression "
-                "or an eval pipeline problem",
-                subject={"service": incident.service},
-                metric=accuracy.name,
-            )
-        )
+        _every_set_dropped(incident, accuracy, dropped)
     steps.correlate_rollouts(
         incident,
         versions,
@@ -216,6 +208,19 @@ def _record_culprits(
         "(image decoding, audio resampling) on every version.",
     )
     incident.record(dataclasses.replace(finding, subject={**finding.subject, **about}))
+
+
+def _every_set_dropped(incident: Incident, accuracy: QueryResult, dropped: tuple[str, ...]) -> None:
+    steps.checked(incident, f"accuracy by eval set: every one dropped ({steps.join(dropped)})")
+    incident.record(
+        Finding(
+            severity="warning",
+            title=f"Every eval set dropped ({steps.join(dropped)}): a model-wide regression "
+            "or an eval pipeline problem",
+            subject={"service": incident.service},
+            metric=accuracy.name,
+        )
+    )
 
 
 def _nothing_dropped(incident: Incident, accuracy: QueryResult, found: steps.Breakdown) -> None:

@@ -20,14 +20,13 @@ the incident and notes what it checked on the incident's trail.
 from workbooks.runbooks.steps.breakdown import (
     Breakdown,
     Measure,
-    Recent,
     breakdown,
     change_column,
     classify,
     culprit_finding,
-    still_happening,
 )
 from workbooks.runbooks.steps.ladder import Direction, Limits, Thresholds, severity_for
+from workbooks.runbooks.steps.recent import Recent, still_happening
 from workbooks.runbooks.steps.rollout import (
     Rollout,
     RolloutVerdict,

@@ -1,4 +1,4 @@
-"""Breakdown and "still happening": a metric by any label, each value against its own baseline.
+"""Breakdown: a metric split by any label, each value against its own baseline.
 
 A value's *change* is measured so that bigger is always worse: with ``measure="ratio"`` it is
 current / baseline (``direction="up"``) or baseline / current (``"down"``); with
@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -27,7 +26,7 @@ from workbooks.core.findings import Cause, Finding, Severity
 from workbooks.notebook import analysis, charts
 from workbooks.runbooks.steps.ladder import Direction
 from workbooks.runbooks.steps.text import change_of, change_text, join, plural
-from workbooks.runbooks.steps.trail import checked, symptom
+from workbooks.runbooks.steps.trail import checked
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 Measure = Literal["ratio", "delta"]
 Grade = Severity | Callable[[float | None], Severity]
-RECENT = timedelta(minutes=10)
 _TINY = 1e-12
 
 
@@ -294,90 +292,3 @@ def _culprit_onset(result: QueryResult, label: str, value: str, direction: Direc
         return ""
     onset = analysis.find_onset(series)
     return f" from {onset.at:%H:%M} UTC" if onset and onset.direction == direction else ""
-
-
-@dataclass(frozen=True)
-class Recent:
-    """The symptom over the last minutes: the worst value and whether it is still bad."""
-
-    ongoing: bool
-    severity: Severity
-    subject: dict[str, str]
-    change: float | None
-    current: float | None
-    baseline: float | None
-
-
-def still_happening(
-    incident: Incident,
-    result: QueryResult,
-    *,
-    severity: Grade,
-    by: str | None = None,
-    recent: timedelta = RECENT,
-    direction: Direction = "up",
-    measure: Measure = "ratio",
-    what: str | None = None,
-    unit: str | None = None,
-) -> Recent | None:
-    """Is it still happening? ``result`` over the last ``recent`` against its baseline.
-
-    With ``by``, the worst value of that label (each against its own baseline). Records one
-    finding, "Still happening: ..." or "Not happening now: ...", notes on the trail whether the
-    symptom is ongoing, and returns it; None without data.
-    """
-    if result.empty:
-        return None
-    unit = unit if unit is not None else result.unit
-    what = what or result.title
-    since = pd.Timestamp(incident.window.end) - pd.Timedelta(recent)
-    if by is not None:
-        table = analysis.top_contributors(result.current, result.baseline, by=by, since=since)
-        found = classify(table, by=by, measure=measure, direction=direction)
-        if found.table.empty or math.isnan(found.table["change"].iloc[0]):
-            return None
-        row = found.table.iloc[0]
-        subject, name = {by: str(row[by])}, f"{what} of {row[by]}"
-        change, current, base = float(row["change"]), float(row["current"]), float(row["baseline"])
-    else:
-        compared = result.compare(tail=pd.Timedelta(recent))
-        frame = pd.DataFrame([{"ratio": compared.ratio or math.nan, "delta": compared.delta}])
-        change = float(change_column(frame, measure=measure, direction=direction).iloc[0])
-        subject, name = {"service": incident.service}, what
-        current, base = compared.current, compared.baseline
-    grade = severity(change) if callable(severity) else severity
-    minutes = f"{recent.total_seconds() / 60:.0f} min"
-    numbers = change_text(current, base, unit)
-    if grade == "info":
-        every = f"every {by}'s " if by else ""
-        title = (
-            f"Not happening now: over the last {minutes} {every}{what} is within its baseline "
-            f"(worst {name}, {change_of(change, measure, unit)}: {numbers})"
-        )
-    else:
-        title = (
-            f"Still happening: {name} is {_against(change, measure, direction, unit)} "
-            f"over the last {minutes} ({numbers})"
-        )
-    incident.record(
-        Finding(
-            severity=grade,
-            title=title,
-            subject=subject,
-            metric=result.name,
-            observed=current,
-            baseline=base,
-            unit=unit,
-        )
-    )
-    symptom(incident, ongoing=grade != "info")
-    checked(incident, f"still happening: {'yes' if grade != 'info' else 'no'} ({name}, {numbers})")
-    return Recent(grade != "info", grade, subject, change, current, base)
-
-
-def _against(change: float, measure: Measure, direction: Direction, unit: str | None) -> str:
-    if measure == "ratio":
-        ratio = change if direction == "up" else 1.0 / change if change else math.nan
-        return f"{change_of(ratio, 'ratio', unit)} its baseline"
-    side = "above" if direction == "up" else "below"
-    return f"{change_of(change, 'delta', unit)} {side} its baseline"

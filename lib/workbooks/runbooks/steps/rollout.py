@@ -185,21 +185,18 @@ def correlate_rollouts(
     changes = changed.changes() if isinstance(changed, Breakdown) else dict(changed)
     found = rollouts(versions.current, label=label, by=by) if not versions.empty else []
     if not found:
-        incident.record(
-            Finding(
-                severity="info",
-                title=f"No {label} changed in the window",
-                subject={"service": incident.service},
-                metric=versions.name,
-                recommendation="Look at other changes: config, dependencies, traffic.",
-            )
-        )
-        checked(incident, f"rollouts: no {label} changed in the window")
+        _no_rollout(incident, versions, label=label)
         return []
     verdicts = []
     for rollout in found:
         verdict = judge_rollout(
-            rollout, changes, onset=when, min_change=min_change, gap=gap, before=before, after=after
+            rollout,
+            changes,
+            onset=when,
+            min_change=min_change,
+            gap=gap,
+            before=before,
+            after=after,
         )
         verdicts.append(verdict)
         text = _numbers(verdict, by=by, measure=measure, unit=unit)
@@ -218,18 +215,42 @@ def correlate_rollouts(
                 )
             )
         else:
-            incident.record(
-                Finding(
-                    severity="info",
-                    title=f"{label} {rollout.version} rolled out at {rollout.at:%H:%M} UTC"
-                    f"{_share(verdict, by)}, but {what} does not follow it ({text})",
-                    detail=verdict.reason,
-                    subject={label: rollout.version},
-                    metric=versions.name,
-                )
-            )
+            incident.record(_ruled_out(verdict, versions, label=label, by=by, what=what, text=text))
             checked(incident, f"rollout of {label} {rollout.version}: ruled out ({verdict.reason})")
     return verdicts
+
+
+def _no_rollout(incident: Incident, versions: QueryResult, *, label: str) -> None:
+    incident.record(
+        Finding(
+            severity="info",
+            title=f"No {label} changed in the window",
+            subject={"service": incident.service},
+            metric=versions.name,
+            recommendation="Look at other changes: config, dependencies, traffic.",
+        )
+    )
+    checked(incident, f"rollouts: no {label} changed in the window")
+
+
+def _ruled_out(
+    verdict: RolloutVerdict,
+    versions: QueryResult,
+    *,
+    label: str,
+    by: str | None,
+    what: str,
+    text: str,
+) -> Finding:
+    rollout = verdict.rollout
+    return Finding(
+        severity="info",
+        title=f"{label} {rollout.version} rolled out at {rollout.at:%H:%M} UTC"
+        f"{_share(verdict, by)}, but {what} does not follow it ({text})",
+        detail=verdict.reason,
+        subject={label: rollout.version},
+        metric=versions.name,
+    )
 
 
 def _named(
