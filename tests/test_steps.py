@@ -539,3 +539,42 @@ def test_a_named_cause_needs_no_verdict() -> None:
     case.record(Finding(severity="warning", title="api-1 leaks", cause="instance"))
 
     assert steps.conclude(case, quiet="A quiet run.", next_steps=["x"]) is None
+
+
+def test_high_latency_with_nothing_standing_out_is_inconclusive_not_a_guess() -> None:
+    case = incident()
+    # Every route and instance slowed alike, no rollout, traffic unchanged: nothing explains it.
+    routes = {"/v1/chat": (0.5, 1.25), "/v1/vision": (0.25, 0.62), "/v1/embed": (0.08, 0.2)}
+    by_route = result(
+        "by_route",
+        levels("route", routes),
+        levels("route", {k: (v[0], v[0]) for k, v in routes.items()}, seed=10),
+        "seconds",
+    )
+    instances = {i: (0.8, 2.0) for i in INSTANCES}
+    by_instance = result(
+        "by_instance",
+        levels("instance", instances),
+        levels("instance", {i: (0.8, 0.8) for i in INSTANCES}, seed=11),
+        "seconds",
+    )
+    p99 = result(
+        "p99",
+        levels("quantile", {"0.99": (0.8, 2.0)}),
+        levels("quantile", {"0.99": (0.8, 0.8)}, seed=12),
+        "seconds",
+    )
+    empty = result("p50", p99.current[:0], p99.current[:0], "seconds")
+
+    high_latency.still_happening(case, p99, by_route)
+    onset = high_latency.overview(case, empty, empty, p99)
+    high_latency.what_changed(case, model_info([]), by_instance, onset)
+    high_latency.where(case, by_route, by_instance, onset)
+    high_latency.resolution(case)
+
+    assert not causes(case.findings)
+    (verdict,) = [f for f in case.findings if f.title.startswith("Nothing checked here")]
+    assert verdict.severity == "warning"  # the symptom is still there
+    assert "p99 by route: spread" in verdict.detail
+    assert "rollouts: no model_version changed" in verdict.detail
+    assert ranked(case.findings)[0].severity == "critical"  # the symptom, not a made-up cause

@@ -271,7 +271,7 @@ def culprit_finding(
     grade = severity(found.change) if callable(severity) else severity
     made = Finding(
         severity=grade,
-        title=title[0].upper() + title[1:] + (" (explained by the cause above)" * explained),
+        title=title + (" (explained by the cause above)" * explained),
         subject={label: list(values)},
         metric=result.name,
         observed=float(worst["current"]),

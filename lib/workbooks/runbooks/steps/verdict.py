@@ -58,7 +58,11 @@ def _verdict(incident: Incident, *, quiet: str, next_steps: Sequence[str]) -> Fi
         )
     checks = trail(incident).checks
     detail = "Checked and ruled out: " + ("; ".join(checks) if checks else "nothing recorded")
-    symptom = "the symptom is still there" if ongoing or ongoing is None else "the symptom is over"
+    symptom = {
+        True: "the symptom is still there",
+        False: "the symptom is over",
+        None: "whether it is still happening was not checked",
+    }[ongoing]
     return Finding(
         severity="warning" if ongoing or ongoing is None else "info",
         title=f"{INCONCLUSIVE_TITLE} ({symptom}); see what was ruled out and where to look next",
