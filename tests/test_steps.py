@@ -578,3 +578,17 @@ def test_high_latency_with_nothing_standing_out_is_inconclusive_not_a_guess() ->
     assert "p99 by route: spread" in verdict.detail
     assert "rollouts: no model_version changed" in verdict.detail
     assert ranked(case.findings)[0].severity == "critical"  # the symptom, not a made-up cause
+
+
+def test_a_cause_is_at_least_as_severe_as_the_ongoing_symptom_it_explains() -> None:
+    case = incident()
+    symptom = Finding(severity="critical", title="Still happening", subject={"eval_set": "ocr"})
+    case.record(symptom)
+    steps.symptom(case, ongoing=True, finding=symptom)
+
+    explains = steps.as_severe_as_symptom(case, "warning", {"eval_set": ["ocr", "vision-qa"]})
+    elsewhere = steps.as_severe_as_symptom(case, "warning", {"eval_set": "general"})
+    steps.symptom(case, ongoing=False, finding=symptom)
+    over = steps.as_severe_as_symptom(case, "warning", {"eval_set": "ocr"})
+
+    assert (explains, elsewhere, over) == ("critical", "warning", "warning")

@@ -264,6 +264,7 @@ def _rollouts(
         severity=worst,
         min_change=limits["step_bytes"],
         gap=2.0,
+        measure="delta",
         what="the memory growth",
         unit="bytes",
         before=ROLLOUT_NEAR,

@@ -14,7 +14,8 @@ the incident and notes what it checked on the incident's trail.
   change follows a version that rolled out near the onset.
 * :func:`conclude`: the verdict when no step named a cause (quiet, or inconclusive with what was
   ruled out), and the resolution checklist.
-* :func:`checked` / :func:`symptom`: for a runbook's own steps to leave the same trail.
+* :func:`checked` / :func:`symptom`: for a runbook's own steps to leave the same trail;
+  :func:`as_severe_as_symptom`: a cause is at least as severe as the ongoing symptom it explains.
 """
 
 from workbooks.runbooks.steps.breakdown import (
@@ -43,7 +44,7 @@ from workbooks.runbooks.steps.text import (
     points_text,
     ratio_text,
 )
-from workbooks.runbooks.steps.trail import Trail, checked, symptom, trail
+from workbooks.runbooks.steps.trail import Trail, as_severe_as_symptom, checked, symptom, trail
 from workbooks.runbooks.steps.verdict import QUIET_PREFIX, conclude, resolution_steps
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "RolloutVerdict",
     "Thresholds",
     "Trail",
+    "as_severe_as_symptom",
     "breakdown",
     "change_column",
     "change_of",

@@ -26,7 +26,7 @@ from workbooks.core.findings import Cause, Finding, Severity
 from workbooks.notebook import analysis, charts
 from workbooks.runbooks.steps.ladder import Direction
 from workbooks.runbooks.steps.text import change_of, change_text, join, plural
-from workbooks.runbooks.steps.trail import checked
+from workbooks.runbooks.steps.trail import as_severe_as_symptom, checked
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -269,6 +269,8 @@ def culprit_finding(
         f"other {plural(label, 2)} {change_of(found.others_change, found.measure, unit)}"
     )
     grade = severity(found.change) if callable(severity) else severity
+    if not explained and cause is not None:
+        grade = as_severe_as_symptom(incident, grade, {label: list(values)})
     made = Finding(
         severity=grade,
         title=title + (" (explained by the cause above)" * explained),

@@ -76,18 +76,17 @@ def still_happening(
             f"Still happening: {name} is {_against(change, measure, direction, unit)} "
             f"over the last {minutes} ({numbers})"
         )
-    incident.record(
-        Finding(
-            severity=grade,
-            title=title,
-            subject=subject,
-            metric=result.name,
-            observed=current,
-            baseline=base,
-            unit=unit,
-        )
+    finding = Finding(
+        severity=grade,
+        title=title,
+        subject=subject,
+        metric=result.name,
+        observed=current,
+        baseline=base,
+        unit=unit,
     )
-    symptom(incident, ongoing=grade != "info")
+    incident.record(finding)
+    symptom(incident, ongoing=grade != "info", finding=finding)
     checked(incident, f"still happening: {'yes' if grade != 'info' else 'no'} ({name}, {numbers})")
     return Recent(grade != "info", grade, subject, change, current, base)
 

@@ -29,7 +29,7 @@ from workbooks.core.findings import Finding, Severity
 from workbooks.notebook import analysis
 from workbooks.runbooks.steps.breakdown import Breakdown, Measure
 from workbooks.runbooks.steps.text import change_of, join, plural
-from workbooks.runbooks.steps.trail import checked
+from workbooks.runbooks.steps.trail import as_severe_as_symptom, checked
 
 if TYPE_CHECKING:
     from workbooks.notebook.incident import Incident, QueryResult
@@ -203,6 +203,7 @@ def correlate_rollouts(
         if verdict.named:
             incident.record(
                 _named(
+                    incident,
                     verdict,
                     versions,
                     label=label,
@@ -254,6 +255,7 @@ def _ruled_out(
 
 
 def _named(
+    incident: Incident,
     verdict: RolloutVerdict,
     versions: QueryResult,
     *,
@@ -281,6 +283,7 @@ def _named(
             f"{rollout.at:%H:%M} UTC{_share(verdict, by)}"
         )
     grade = severity(verdict.with_change) if callable(severity) else severity
+    grade = as_severe_as_symptom(incident, grade, about)
     return Finding(
         severity=grade,
         title=title[0].upper() + title[1:],
