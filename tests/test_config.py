@@ -417,3 +417,22 @@ def test_a_bad_routing_rule_names_where_it_is(tmp_path: Path, text: str, where: 
 
     with pytest.raises(ConfigError, match=rf"bad setting {where}\b.*workbooks\.yaml"):
         load_config(env={})
+
+
+def test_runbook_thresholds_are_read_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "workbooks.yaml"
+    path.write_text(
+        "runbooks:\n  high-latency:\n    thresholds:\n      latency_ratio_critical: 3\n"
+    )
+
+    config = load_config(path, env={})
+
+    assert config.runbooks["high-latency"].thresholds == {"latency_ratio_critical": 3.0}
+
+
+def test_a_runbook_block_with_a_misspelt_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "workbooks.yaml"
+    path.write_text("runbooks:\n  high-latency:\n    treshold: {}\n")
+
+    with pytest.raises(ConfigError, match=r"runbooks\.high-latency\.treshold"):
+        load_config(path, env={})

@@ -358,3 +358,54 @@ def test_findings_survive_writing_and_reading_the_notebook_file(tmp_path) -> Non
 def test_a_notebook_without_findings_gives_none() -> None:
     assert findings_from_notebook({"cells": []}) == []
     assert findings_from_notebook({}) == []
+
+
+# --- contract version 2: list subjects, cause kinds ------------------------------------------
+
+
+def test_a_subject_shared_by_several_values_is_a_list() -> None:
+    made = finding(subject={"instance": ("api-1", "api-3"), "model_version": "2.4.0"})
+
+    assert made.subject == {"instance": ["api-1", "api-3"], "model_version": "2.4.0"}
+    assert made.subject_values("instance") == ["api-1", "api-3"]
+    assert made.subject_values("model_version") == ["2.4.0"]
+    assert "`instance=api-1, api-3`" in made.to_markdown()
+    assert json.loads(json.dumps(made.to_dict()))["subject"]["instance"] == ["api-1", "api-3"]
+
+
+def test_a_one_value_list_reads_as_its_string() -> None:
+    assert finding(subject={"route": ["/v1/chat"]}).subject == {"route": "/v1/chat"}
+
+
+def test_a_cause_has_a_kind_and_likely_cause_follows_it() -> None:
+    cause = finding(cause="rollout")
+    symptom = finding()
+
+    assert cause.to_dict()["likely_cause"] is True and cause.to_dict()["cause"] == "rollout"
+    assert symptom.to_dict()["likely_cause"] is False and symptom.cause is None
+    assert ranked([symptom, cause])[0] is cause
+
+
+def test_an_unknown_cause_kind_is_refused_naming_the_kinds() -> None:
+    with pytest.raises(ValueError, match="rollout, traffic, instance"):
+        finding(cause="gremlins")
+
+
+def test_the_json_carries_the_contract_version() -> None:
+    assert finding().to_dict()["schema"] == 2
+    assert finding().mime_bundle()[FINDING_MIME]["schema"] == 2
+
+
+def test_a_version_1_finding_reads_back_with_an_unknown_cause() -> None:
+    old = {
+        "severity": "critical",
+        "title": "p99 of api-1, api-3 tripled",
+        "subject": {"instance": "api-1, api-3"},
+        "likely_cause": True,
+    }
+
+    read = Finding.from_dict(old)
+
+    assert read.cause == "unknown" and read.likely_cause
+    assert read.subject == {"instance": "api-1, api-3"}
+    assert Finding.from_dict(read.to_dict()) == read

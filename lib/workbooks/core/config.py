@@ -145,6 +145,16 @@ class RoutingRule(_Model):
         return ", ".join(f"{name}={value}" for name, value in self.match.items())
 
 
+class RunbookSettings(_Model):
+    """One runbook's team settings: ``runbooks: {high-latency: {thresholds: {name: value}}}``.
+
+    Threshold names are the runbook's own (its module declares them with defaults); a name the
+    runbook does not know is rejected when the runbook first reads them, naming the known ones.
+    """
+
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+
 class Config(_Model):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     archive: str = "archive"
@@ -154,6 +164,7 @@ class Config(_Model):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     queries: dict[str, Any] = Field(default_factory=dict)
     routing: list[RoutingRule] = Field(default_factory=list)
+    runbooks: dict[str, RunbookSettings] = Field(default_factory=dict)
     cell_timeout_seconds: float = Field(default=120.0, gt=0)
     run_timeout_seconds: float = Field(default=600.0, gt=0)
     now: datetime | None = None

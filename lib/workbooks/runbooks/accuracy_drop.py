@@ -1,109 +1,78 @@
-"""accuracy-drop: which eval sets and modalities dropped, since when, and which model version.
+"""accuracy-drop: which eval sets and modalities dropped, since when, and whether a version did it.
 
 Cells of ``notebooks/accuracy-drop.ipynb`` call these steps in order; each records findings.
 Accuracy is compared per eval set against that eval set's own baseline, in points (0.01 = one
-point), so an eval set that is always the least accurate is not blamed for it.
+point), so an eval set that is always the least accurate is not blamed for it. A version is
+blamed only when the drop follows it: the eval sets dropped under the new version and not under
+the old one still evaluated beside it, and it rolled out near the onset.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 
-from workbooks.core.findings import Finding, format_value
+from workbooks.core.findings import Finding
 from workbooks.notebook import analysis, charts
 from workbooks.notebook.incident import Incident, QueryResult
-from workbooks.runbooks.common import join, resolution_steps
+from workbooks.runbooks import steps
 
-CRITICAL_DROP = 0.05
-WARNING_DROP = 0.02
-# A drop stands out when it is at least this many times the next eval set's.
-GAP = 2.0
+THRESHOLDS = steps.Thresholds(
+    "accuracy-drop",
+    # Drop in accuracy against the eval set's own baseline (0.05 = five points).
+    accuracy_drop_critical=0.05,
+    accuracy_drop_warning=0.02,
+    # The dropped eval sets stand this many times above the next one's drop.
+    stands_out_gap=2.0,
+)
 ROLLOUT_NEAR = timedelta(minutes=20)
 
 
-def _by_eval_set(frame: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy per eval set over time, read from the newest version serving at each point.
+def serving(frame: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per eval set over time (long frame), read from the newest version at each point.
 
     During a rollout both versions' series can show for a few minutes (Prometheus keeps a series
     visible for 5 minutes after its last sample); the newer one is what users get.
     """
-    if frame.empty or "model_version" not in frame.columns:
-        return analysis.to_wide(frame, "eval_set", agg="mean")
-    first_seen = frame.groupby("model_version")["timestamp"].transform("min")
-    newest = first_seen.groupby([frame["timestamp"], frame["eval_set"]]).transform("max")
-    return analysis.to_wide(frame[first_seen == newest], "eval_set", agg="mean")
+    if frame.empty:
+        return frame
+    if "model_version" in frame.columns:
+        first_seen = frame.groupby("model_version")["timestamp"].transform("min")
+        newest = first_seen.groupby([frame["timestamp"], frame["eval_set"]]).transform("max")
+        frame = frame[first_seen == newest]
+    return frame.groupby(["timestamp", "eval_set"], as_index=False)["value"].mean()
 
 
-def drops(accuracy: QueryResult, *, since: pd.Timestamp | None) -> pd.DataFrame:
-    """Per eval set: accuracy now, in the baseline, and the change (most dropped first)."""
-    now = _by_eval_set(accuracy.current)
-    before = (
-        _by_eval_set(accuracy.baseline)
-        if accuracy.baseline is not None and not accuracy.baseline.empty
-        else pd.DataFrame()
+def _serving_result(accuracy: QueryResult) -> QueryResult:
+    baseline = accuracy.baseline
+    return dataclasses.replace(
+        accuracy,
+        current=serving(accuracy.current),
+        baseline=serving(baseline) if baseline is not None else None,
     )
-    rows = []
-    for eval_set in now.columns:
-        baseline = before[eval_set] if eval_set in before.columns else pd.Series(dtype=float)
-        change = analysis.compare(now[eval_set], baseline, since=since)
-        rows.append((eval_set, change.current, change.baseline, change.delta))
-    table = pd.DataFrame(rows, columns=["eval_set", "current", "baseline", "delta"])
-    return table.sort_values("delta", na_position="last").reset_index(drop=True)
-
-
-def _modality(accuracy: QueryResult, eval_set: str) -> str:
-    frame = accuracy.current
-    if "modality" not in frame.columns:
-        return ""
-    values = frame.loc[frame["eval_set"] == eval_set, "modality"].dropna().unique()
-    return str(values[0]) if len(values) else ""
-
-
-def _serving_version(accuracy: QueryResult, eval_set: str) -> str:
-    frame = accuracy.current
-    rows = frame[frame["eval_set"] == eval_set].sort_values("timestamp")
-    return str(rows["model_version"].iloc[-1]) if len(rows) else ""
 
 
 def still_happening(incident: Incident, accuracy: QueryResult) -> analysis.Onset | None:
     """Immediate check: accuracy now against the baseline; finds when the worst drop began."""
     if accuracy.empty:
         return None
-    table = drops(accuracy, since=pd.Timestamp(incident.window.end) - pd.Timedelta(minutes=10))
-    worst = table.iloc[0]
-    delta = float(worst["delta"])
-    if math.isnan(delta) or delta > -WARNING_DROP:
-        incident.record(
-            Finding(
-                severity="info",
-                title="Accuracy is within its baseline on every eval set now "
-                f"(largest change {_points(delta)} on {worst['eval_set']})",
-                subject={"service": incident.service},
-                metric=accuracy.name,
-                recommendation="If the alert keeps firing, check the eval pipeline itself.",
-            )
-        )
-    else:
-        incident.record(
-            Finding(
-                severity="critical" if delta <= -CRITICAL_DROP else "warning",
-                title=(
-                    f"Still happening: accuracy on {worst['eval_set']} is "
-                    f"{_points(abs(delta), signed=False)} below its baseline over the last 10 min "
-                    f"({format_value(worst['baseline'], 'ratio')} → "
-                    f"{format_value(worst['current'], 'ratio')})"
-                ),
-                subject={"eval_set": str(worst["eval_set"])},
-                metric=accuracy.name,
-                observed=float(worst["current"]),
-                baseline=float(worst["baseline"]),
-                unit="ratio",
-            )
-        )
-    series = _by_eval_set(accuracy.current)[str(worst["eval_set"])]
+    result = _serving_result(accuracy)
+    recent = steps.still_happening(
+        incident,
+        result,
+        by="eval_set",
+        measure="delta",
+        direction="down",
+        severity=THRESHOLDS.of(incident).ladder("accuracy_drop"),
+        what="accuracy",
+        unit="ratio",
+    )
+    if recent is None:
+        return None
+    series = analysis.series_of(result.current, eval_set=recent.subject["eval_set"])
     # Accuracy moves by points, not by tens of percent: judge the shift against noise alone.
     onset = analysis.find_onset(series, min_relative=0.01)
     return onset if onset is not None and onset.direction == "down" else None
@@ -116,156 +85,179 @@ def overview(
     rollouts = (
         analysis.changes(versions.current, label="model_version", by=[])
         if not versions.empty
-        else None
+        else pd.DataFrame()
     )
     if not accuracy.empty:
-        current = accuracy.current.groupby(["timestamp", "eval_set"], as_index=False)["value"]
-        baseline = (
-            accuracy.baseline.groupby(["timestamp", "eval_set"], as_index=False)["value"].mean()
-            if accuracy.baseline is not None and not accuracy.baseline.empty
-            else None
-        )
+        result = _serving_result(accuracy)
         incident.show(
             charts.timeseries(
-                current.mean(),
-                baseline=baseline,
+                result.current,
+                baseline=result.baseline,
                 by="eval_set",
                 title=incident.chart_title("Online accuracy by eval set (dashed: baseline)"),
                 unit="ratio",
                 alert_start=pd.Timestamp(incident.starts_at),
                 onset=onset.at if onset else None,
-                markers=rollouts if rollouts is not None and len(rollouts) else None,
+                markers=rollouts if len(rollouts) else None,
             )
         )
-    return rollouts if rollouts is not None else pd.DataFrame()
+    return rollouts
+
+
+def version_drops(
+    accuracy: QueryResult, eval_sets: tuple[str, ...], *, since: pd.Timestamp
+) -> dict[str, float | None]:
+    """model_version -> its drop on ``eval_sets`` since ``since``, against their baselines.
+
+    Each version is compared with the eval set's baseline (whatever served then): a new version
+    has no baseline of its own. None for a version not evaluated since ``since``.
+    """
+    frame = accuracy.current
+    baseline = serving(accuracy.baseline if accuracy.baseline is not None else frame[:0])
+    if "model_version" not in frame.columns:
+        return {}
+    drops: dict[str, float | None] = {}
+    for version, rows in frame.groupby("model_version"):
+        per_set = []
+        for eval_set in eval_sets:
+            now = analysis.to_wide(rows[rows["eval_set"] == eval_set], "eval_set", agg="mean")
+            before = analysis.to_wide(baseline[baseline["eval_set"] == eval_set], "eval_set")
+            if eval_set not in now.columns or eval_set not in before.columns:
+                continue
+            change = analysis.compare(now[eval_set], before[eval_set], since=since)
+            if change.points:
+                per_set.append(-change.delta)
+        drops[str(version)] = float(np.median(per_set)) if per_set else None
+    return drops
 
 
 def which(
-    incident: Incident,
-    accuracy: QueryResult,
-    rollouts: pd.DataFrame,
-    onset: analysis.Onset | None,
+    incident: Incident, accuracy: QueryResult, versions: QueryResult, onset: analysis.Onset | None
 ) -> None:
     """Which eval sets (and modalities) dropped against their own baseline, and which version."""
     if accuracy.empty:
         return
+    limits = THRESHOLDS.of(incident)
     since = onset.at if onset is not None else pd.Timestamp(incident.starts_at)
-    table = drops(accuracy, since=since)
-    incident.show(
-        charts.ranked_bars(
-            table.assign(points=table["delta"] * 100),
-            label="eval_set",
-            value="points",
-            unit="points",
-            title=incident.chart_title("Accuracy change against own baseline (points)"),
-            highlight=str(table["eval_set"].iloc[0]),
+    result = _serving_result(accuracy)
+    found = steps.breakdown(
+        incident,
+        result,
+        by="eval_set",
+        since=since,
+        measure="delta",
+        direction="down",
+        severity=limits.ladder("accuracy_drop"),
+        min_change=limits["accuracy_drop_warning"],
+        gap=limits["stands_out_gap"],
+        what="accuracy",
+        unit="ratio",
+        record=False,
+    )
+    if found is None:
+        return
+    dropped = found.culprits or (found.moved if found.spread else ())
+    if not dropped:
+        _nothing_dropped(incident, accuracy, found)
+        return
+    modalities = _modalities(accuracy, dropped)
+    about = {"eval_set": list(dropped), **({"modality": modalities} if modalities else {})}
+    if found.spread:
+        _every_set_dropped(incident, accuracy, dropped)
+    steps.correlate_rollouts(
+        incident,
+        versions,
+        version_drops(accuracy, dropped, since=since),
+        onset=since,
+        by=None,
+        severity=limits.ladder("accuracy_drop"),
+        min_change=limits["accuracy_drop_warning"],
+        gap=limits["stands_out_gap"],
+        measure="delta",
+        unit="ratio",
+        what=f"the accuracy drop on {steps.join(dropped)}",
+        subject=about,
+        before=ROLLOUT_NEAR,
+        after=ROLLOUT_NEAR,
+        recommendation=f"Roll back to the previous model version and re-run the "
+        f"{steps.join(dropped)} eval; diff the new version's export (quantization, "
+        f"preprocessing for {steps.join(modalities) or 'this modality'}).",
+    )
+    if found.culprits:
+        _record_culprits(incident, result, found, about, modalities)
+
+
+def _record_culprits(
+    incident: Incident,
+    result: QueryResult,
+    found: steps.Breakdown,
+    about: dict[str, list[str]],
+    modalities: list[str],
+) -> None:
+    finding = steps.culprit_finding(
+        incident,
+        result,
+        found,
+        what="accuracy",
+        unit="ratio",
+        severity=THRESHOLDS.of(incident).ladder("accuracy_drop"),
+        # Dropped on every version alike (or no version to blame): the inputs or the eval data.
+        cause="data",
+        recommendation="Check the eval job's data and labels for "
+        f"{steps.join(modalities) or 'these eval sets'}, and the preprocessing of that input "
+        "(image decoding, audio resampling) on every version.",
+    )
+    incident.record(dataclasses.replace(finding, subject={**finding.subject, **about}))
+
+
+def _every_set_dropped(incident: Incident, accuracy: QueryResult, dropped: tuple[str, ...]) -> None:
+    steps.checked(incident, f"accuracy by eval set: every one dropped ({steps.join(dropped)})")
+    incident.record(
+        Finding(
+            severity="warning",
+            title=f"Every eval set dropped ({steps.join(dropped)}): a model-wide regression "
+            "or an eval pipeline problem",
+            subject={"service": incident.service},
+            metric=accuracy.name,
         )
     )
-    deltas = table["delta"].to_numpy(dtype=float)
-    culprits: list[int] = []
-    for index, delta in enumerate(deltas):
-        if not math.isfinite(delta) or delta > -WARNING_DROP:
-            break
-        following = deltas[index + 1] if index + 1 < len(deltas) else 0.0
-        culprits.append(index)
-        if not math.isfinite(following) or abs(delta) >= GAP * max(-following, 0.0):
-            break
-    if not culprits:
-        incident.record(
-            Finding(
-                severity="info",
-                title="No eval set dropped against its own baseline: the accuracy alert may be "
-                "noise, or the eval pipeline changed",
-                detail=f"largest change {_points(float(deltas[0]))} on {table['eval_set'].iloc[0]}",
-                subject={"service": incident.service},
-                metric=accuracy.name,
-                recommendation="Check the eval job (data, labels) before touching the model.",
-            )
-        )
-        return
-    if len(culprits) == len(table) and len(table) > 1:
-        names = join(table["eval_set"].astype(str).tolist())
-        incident.record(
-            Finding(
-                severity="warning",
-                title=f"Every eval set dropped ({names}): a model-wide regression or an eval "
-                "pipeline problem",
-                subject={"service": incident.service},
-                metric=accuracy.name,
-            )
-        )
-    for index in culprits:
-        row = table.iloc[index]
-        eval_set = str(row["eval_set"])
-        version = _serving_version(accuracy, eval_set)
-        modality = _modality(accuracy, eval_set)
-        rolled = _rollout_near(rollouts, version, since)
-        subject = {"model_version": version, "eval_set": eval_set}
-        if modality:
-            subject["modality"] = modality
-        when = f"from {since:%H:%M} UTC"
-        rollout_text = f" on model {version}"
-        if rolled is not None:
-            minutes = abs((since - rolled).total_seconds()) / 60
-            lead = f"{minutes:.0f} min after" if minutes >= 1 else "as"
-            rollout_text = f", {lead} model {version} rolled out ({rolled:%H:%M} UTC)"
-        delta = float(row["delta"])
-        others = table.drop(index=culprits)["delta"]
-        others_text = (
-            f"; other eval sets within {_points(float(others.abs().max()), signed=False)}"
-            if len(others)
-            else ""
-        )
-        incident.record(
-            Finding(
-                severity="critical" if delta <= -CRITICAL_DROP else "warning",
-                title=(
-                    f"Accuracy on {eval_set}{f' ({modality})' if modality else ''} dropped "
-                    f"{_points(abs(delta), signed=False)} "
-                    f"({format_value(row['baseline'], 'ratio')} → "
-                    f"{format_value(row['current'], 'ratio')}) {when}{rollout_text}"
-                    f"{others_text}"
-                ),
-                subject=subject,
-                metric=accuracy.name,
-                observed=float(row["current"]),
-                baseline=float(row["baseline"]),
-                unit="ratio",
-                recommendation=(
-                    f"Roll back to the previous model version (from {version}) and re-run the "
-                    f"{eval_set} eval; diff the {version} export (quantization, preprocessing "
-                    f"for {modality or 'this modality'})."
-                ),
-                likely_cause=True,
-            )
-        )
 
 
-def _rollout_near(rollouts: pd.DataFrame, version: str, since: pd.Timestamp) -> pd.Timestamp | None:
-    if rollouts is None or rollouts.empty or "to" not in rollouts.columns:
-        return None
-    rows = rollouts[rollouts["to"] == version]
-    if rows.empty:
-        return None
-    moment = rows["timestamp"].min()
-    return moment if abs(moment - since) <= ROLLOUT_NEAR else None
+def _nothing_dropped(incident: Incident, accuracy: QueryResult, found: steps.Breakdown) -> None:
+    largest = steps.change_of(found.change, "delta", "ratio")
+    top = found.table[found.by].iloc[0] if len(found.table) else "none"
+    steps.checked(incident, f"accuracy by eval set: none dropped (largest {largest} on {top})")
+    incident.record(
+        Finding(
+            severity="info",
+            title="No eval set dropped against its own baseline: the accuracy alert may be "
+            "noise, or the eval pipeline changed",
+            detail=f"largest drop {largest} on {top}",
+            subject={"service": incident.service},
+            metric=accuracy.name,
+            recommendation="Check the eval job (data, labels) before touching the model.",
+        )
+    )
 
 
-def _points(delta: float, *, signed: bool = True) -> str:
-    if not math.isfinite(delta):
-        return "n/a"
-    return f"{delta * 100:+.1f} points" if signed else f"{delta * 100:.1f} points"
+def _modalities(accuracy: QueryResult, eval_sets: tuple[str, ...]) -> list[str]:
+    frame = accuracy.current
+    if "modality" not in frame.columns:
+        return []
+    rows = frame[frame["eval_set"].isin(eval_sets)]
+    return sorted(str(m) for m in rows["modality"].dropna().unique() if str(m))
 
 
 def resolution(incident: Incident) -> None:
-    resolution_steps(
+    """Section 4: the verdict if no cause was named, and the steps that fit what was found."""
+    steps.conclude(
         incident,
         quiet=(
             "A quiet run: accuracy on every eval set is within its own baseline. The alert may "
             "be noise, or the eval pipeline itself changed."
         ),
-        fallback=(
-            "Nothing here names a cause: check the eval job's input data and labels, and "
-            "compare accuracy per client app version (the mobile runbooks)."
-        ),
+        next_steps=[
+            "Check the eval job's input data and labels.",
+            "Compare accuracy per client app version (the mobile runbooks).",
+        ],
     )

@@ -1,6 +1,8 @@
 """high-memory: how close each instance is to its limit, leak or step, and who is responsible.
 
 Cells of ``notebooks/high-memory.ipynb`` call these steps in order; each records findings.
+Thresholds are declared in :data:`THRESHOLDS`; a team overrides them under
+``runbooks: {high-memory: {thresholds: ...}}``.
 """
 
 from __future__ import annotations
@@ -11,16 +13,25 @@ from datetime import timedelta
 
 import pandas as pd
 
-from workbooks.core.findings import Finding, format_value
+from workbooks.core.findings import SEVERITIES, Finding, Severity, format_value
 from workbooks.notebook import analysis, charts
 from workbooks.notebook.incident import Incident, QueryResult
-from workbooks.runbooks.common import join, resolution_steps
+from workbooks.runbooks import steps
 
 GIB = 1024**3
-# A steady growth this fast (bytes per hour) is a leak worth a finding.
-LEAK_BYTES_PER_HOUR = 0.25 * GIB
-# A step up this large (bytes) is worth a finding.
-STEP_BYTES = 0.5 * GIB
+THRESHOLDS = steps.Thresholds(
+    "high-memory",
+    # Share of its memory limit an instance uses now.
+    limit_share_critical=0.9,
+    limit_share_warning=0.8,
+    # A leak that reaches the limit within this many hours is critical (any leak is a warning).
+    hours_to_limit_critical=1.0,
+    hours_to_limit_warning=4.0,
+    # A steady growth this fast (bytes per hour) is a leak; a step up this large is a step.
+    leak_bytes_per_hour=0.25 * GIB,
+    step_bytes=0.5 * GIB,
+)
+# A model version loaded this close to a step or the start of a leak is a suspect.
 ROLLOUT_NEAR = timedelta(minutes=15)
 
 
@@ -64,7 +75,8 @@ def headroom(incident: Incident, memory: QueryResult, limits: QueryResult) -> No
         return
     top = max(usage, key=usage.__getitem__)
     share = usage[top]
-    severity = "critical" if share >= 0.9 else "warning" if share >= 0.8 else "info"
+    severity = THRESHOLDS.of(incident).severity(share, "limit_share")
+    steps.checked(incident, f"headroom: the fullest instance, {top}, uses {share:.0%} of its limit")
     incident.record(
         Finding(
             severity=severity,
@@ -109,6 +121,8 @@ def overview(incident: Incident, memory: QueryResult, limits: QueryResult) -> No
 
 @dataclass(frozen=True)
 class Growth:
+    """How one instance's memory grew in the window: a leak (steady) or a step."""
+
     instance: str
     kind: str  # "leak" | "step"
     at: pd.Timestamp | None
@@ -118,28 +132,64 @@ class Growth:
     baseline: float
     time_to_limit: pd.Timedelta | None
 
+    @property
+    def grown(self) -> float:
+        """Bytes gained: the step, or the leak's growth since it began (or over the window)."""
+        if self.kind == "step":
+            return self.shift
+        return max(self.current - self.baseline, 0.0) if math.isfinite(self.baseline) else 0.0
+
 
 def _growth(
-    instance: str, series: pd.Series, baseline: pd.Series, limit: float | None
+    instance: str,
+    series: pd.Series,
+    baseline: pd.Series,
+    limit: float | None,
+    limits: steps.Limits,
 ) -> Growth | None:
     onset = analysis.find_onset(series)
     baseline_level = float(baseline.median()) if len(baseline.dropna()) else math.nan
     current = float(series.dropna().iloc[-1]) if len(series.dropna()) else math.nan
     if onset is not None and onset.direction == "up" and onset.kind == "ramp":
         fit = analysis.trend(series, since=onset.at)
-        if fit.per_hour >= LEAK_BYTES_PER_HOUR:
+        if fit.per_hour >= limits["leak_bytes_per_hour"]:
             ttl = analysis.time_to_limit(series, limit, since=onset.at) if limit else None
             return Growth(
                 instance, "leak", onset.at, fit.per_hour, 0.0, current, baseline_level, ttl
             )
-    if onset is not None and onset.direction == "up" and onset.shift >= STEP_BYTES:
+    if onset is not None and onset.direction == "up" and onset.shift >= limits["step_bytes"]:
         return Growth(instance, "step", onset.at, 0.0, onset.shift, current, baseline_level, None)
     # A leak that began before the window: steady growth over all of it.
     fit = analysis.trend(series)
-    if fit.per_hour >= LEAK_BYTES_PER_HOUR and fit.r2 >= 0.8:
+    if fit.per_hour >= limits["leak_bytes_per_hour"] and fit.r2 >= 0.8:
         ttl = analysis.time_to_limit(series, limit) if limit else None
         return Growth(instance, "leak", None, fit.per_hour, 0.0, current, baseline_level, ttl)
     return None
+
+
+def find_growth(memory: QueryResult, limit_by_instance: dict[str, float], limits: steps.Limits):
+    """Every instance that leaks or stepped up, fastest to its limit first, then by step size."""
+    current = analysis.to_wide(memory.current, "instance")
+    before = (
+        analysis.to_wide(memory.baseline, "instance")
+        if memory.baseline is not None and not memory.baseline.empty
+        else pd.DataFrame()
+    )
+    found = []
+    for instance in current.columns:
+        baseline = before[instance] if instance in before.columns else pd.Series(dtype=float)
+        item = _growth(
+            instance, current[instance], baseline, limit_by_instance.get(instance), limits
+        )
+        if item is not None:
+            found.append(item)
+    found.sort(
+        key=lambda g: (
+            g.time_to_limit.total_seconds() if g.time_to_limit is not None else math.inf,
+            -g.shift,
+        )
+    )
+    return found
 
 
 def growth(
@@ -148,31 +198,13 @@ def growth(
     """Leak (steady growth) or step change per instance, time to the limit, and rollouts."""
     if memory.empty:
         return
+    thresholds = THRESHOLDS.of(incident)
     limit_by_instance = _limits(limits)
-    current = analysis.to_wide(memory.current, "instance")
-    before = (
-        analysis.to_wide(memory.baseline, "instance")
-        if memory.baseline is not None and not memory.baseline.empty
-        else pd.DataFrame()
-    )
-    rollouts = (
-        analysis.changes(versions.current, label="model_version")
-        if not versions.empty
-        else pd.DataFrame(columns=["timestamp", "instance", "to"])
-    )
-    found = []
-    for instance in current.columns:
-        result = _growth(
-            instance,
-            current[instance],
-            before[instance] if instance in before.columns else pd.Series(dtype=float),
-            limit_by_instance.get(instance),
-        )
-        if result is not None:
-            found.append(result)
+    found = find_growth(memory, limit_by_instance, thresholds)
     if not found:
         now = _last_values(memory)
         top = max(now, key=now.__getitem__)
+        steps.checked(incident, "growth: no instance leaked or stepped up")
         incident.record(
             Finding(
                 severity="info",
@@ -182,76 +214,114 @@ def growth(
                 ),
                 subject={"service": incident.service},
                 metric=memory.name,
-                recommendation=None,
             )
         )
         return
-    # Fastest to the limit first; steps by size.
-    found.sort(
-        key=lambda g: (
-            g.time_to_limit.total_seconds() if g.time_to_limit is not None else math.inf,
-            -g.shift,
-        )
-    )
+    graded = {
+        g.instance: _severity(g, limit_by_instance.get(g.instance), thresholds) for g in found
+    }
+    explained = _rollouts(incident, memory, versions, found, graded, thresholds)
     for item in found:
-        limit = limit_by_instance.get(item.instance)
-        subject = {"instance": item.instance}
-        version_note = ""
-        if item.at is not None and len(rollouts):
-            near = rollouts[
-                (rollouts["instance"] == item.instance)
-                & ((rollouts["timestamp"] - item.at).abs() <= ROLLOUT_NEAR)
-            ]
-            if len(near):
-                version = str(near["to"].iloc[0])
-                subject["model_version"] = version
-                version_note = f", when model {version} was loaded there,"
-        at = f" at {item.at:%H:%M} UTC" if item.at is not None else ""
-        since = f" since {item.at:%H:%M} UTC" if item.at is not None else " all window long"
-        if item.kind == "leak":
-            ttl = item.time_to_limit
-            reach = (
-                f"; reaches its {format_value(limit, 'bytes')} limit in about {_duration(ttl)}"
-                if ttl is not None and limit
-                else ""
-            )
-            severity = "critical" if ttl is not None and ttl <= pd.Timedelta(hours=1) else "warning"
-            title = (
-                f"{item.instance} leaks memory: it grows "
-                f"{format_value(item.per_hour, 'bytes')}/h steadily{since}"
-                f"{version_note.rstrip(',')}{reach}"
-            )
-            recommendation = (
-                f"Restart {item.instance} before it reaches its limit to buy time, then take a "
-                "heap profile of the growth (or roll back the version named here)."
-            )
-        else:
-            share = item.current / limit if limit else None
-            severity = "critical" if share is not None and share >= 0.9 else "warning"
-            title = (
-                f"{item.instance} memory stepped up by {format_value(item.shift, 'bytes')}"
-                f"{at}{version_note} and stays there "
-                f"({format_value(item.current, 'bytes')} now)"
-            )
-            recommendation = (
-                f"Roll back model {subject['model_version']} on {item.instance} or give it "
-                "the headroom the new version needs."
-                if "model_version" in subject
-                else f"Find what changed on {item.instance} at that time (config, traffic mix)."
-            )
         incident.record(
-            Finding(
-                severity=severity,
-                title=title,
-                subject=subject,
+            _growth_finding(
+                item,
+                limit_by_instance.get(item.instance),
+                graded[item.instance],
                 metric=memory.name,
-                observed=item.current,
-                baseline=item.baseline,
-                unit="bytes",
-                recommendation=recommendation,
-                likely_cause=True,
+                version=explained.get(item.instance),
             )
         )
+
+
+def _severity(item: Growth, limit: float | None, limits: steps.Limits) -> Severity:
+    if item.kind == "leak":
+        hours = item.time_to_limit.total_seconds() / 3600 if item.time_to_limit else None
+        grade = limits.severity(hours, "hours_to_limit", direction="down")
+    else:
+        grade = limits.severity(item.current / limit if limit else None, "limit_share")
+    # Any leak or step is at least a warning: it is why the alert fired.
+    return grade if grade != "info" else "warning"
+
+
+def _rollouts(
+    incident: Incident,
+    memory: QueryResult,
+    versions: QueryResult,
+    found: list[Growth],
+    graded: dict[str, Severity],
+    limits: steps.Limits,
+) -> dict[str, str]:
+    """Whether the growth follows a model version; instance -> the version that explains it."""
+    grown = {g.instance: g.grown for g in found}
+    changes = {str(i): grown.get(str(i), 0.0) for i in memory.current["instance"].unique()}
+    onsets = [g.at for g in found if g.at is not None]
+    worst = min((graded[g.instance] for g in found), key=SEVERITIES.index)
+    verdicts = steps.correlate_rollouts(
+        incident,
+        versions,
+        changes,
+        onset=min(onsets) if onsets else None,
+        severity=worst,
+        min_change=limits["step_bytes"],
+        gap=2.0,
+        measure="delta",
+        what="the memory growth",
+        unit="bytes",
+        before=ROLLOUT_NEAR,
+        after=ROLLOUT_NEAR,
+        recommendation="Roll back the model version named here on these instances, or give "
+        "them the headroom the new version needs.",
+    )
+    return {
+        unit: verdict.rollout.version
+        for verdict in verdicts
+        if verdict.named
+        for unit in verdict.with_moved
+    }
+
+
+def _growth_finding(
+    item: Growth, limit: float | None, severity: Severity, *, metric: str, version: str | None
+) -> Finding:
+    subject: dict[str, str] = {"instance": item.instance}
+    if version is not None:
+        subject["model_version"] = version
+    loaded = f", when model {version} was loaded there," if version else ""
+    if item.kind == "leak":
+        ttl = item.time_to_limit
+        since = f" since {item.at:%H:%M} UTC" if item.at is not None else " all window long"
+        reach = (
+            f"; reaches its {format_value(limit, 'bytes')} limit in about {_duration(ttl)}"
+            if ttl is not None and limit
+            else ""
+        )
+        title = (
+            f"{item.instance} leaks memory: it grows {format_value(item.per_hour, 'bytes')}/h "
+            f"steadily{since}{loaded.rstrip(',')}{reach}"
+        )
+        recommendation = (
+            f"Restart {item.instance} before it reaches its limit to buy time, then take a "
+            "heap profile of the growth (or roll back the version named here)."
+        )
+    else:
+        at = f" at {item.at:%H:%M} UTC" if item.at is not None else ""
+        title = (
+            f"{item.instance} memory stepped up by {format_value(item.shift, 'bytes')}{at}"
+            f"{loaded} and stays there ({format_value(item.current, 'bytes')} now)"
+        )
+        recommendation = f"Find what changed on {item.instance} at that time (config, traffic mix)."
+    return Finding(
+        severity=severity,
+        title=title,
+        subject=subject,
+        metric=metric,
+        observed=item.current,
+        baseline=item.baseline,
+        unit="bytes",
+        recommendation=recommendation,
+        # A version named above is the cause; the instance's own growth is then its symptom.
+        cause=None if version else "instance",
+    )
 
 
 def restarts(incident: Incident, starts: QueryResult) -> None:
@@ -265,6 +335,7 @@ def restarts(incident: Incident, starts: QueryResult) -> None:
         for index in range(1, len(values)):
             if values[index] > values[index - 1] + 1:
                 rows.append((str(instance), pd.Timestamp(times[index])))
+    steps.checked(incident, f"restarts: {len(rows)} in the window")
     if not rows:
         incident.record(
             Finding(
@@ -283,7 +354,7 @@ def restarts(incident: Incident, starts: QueryResult) -> None:
             title=f"{len(rows)} restart(s) in the window: {when} UTC",
             detail="A restart of a growing process is often an OOM kill; check the container's "
             "last termination reason (kubectl describe pod).",
-            subject={"instance": join(instances)},
+            subject={"instance": instances},
             metric=starts.name,
             observed=float(len(rows)),
             unit="restarts",
@@ -298,15 +369,16 @@ def _duration(value: pd.Timedelta) -> str:
 
 
 def resolution(incident: Incident) -> None:
-    resolution_steps(
+    """Section 4: the verdict if no cause was named, and the steps that fit what was found."""
+    steps.conclude(
         incident,
         quiet=(
             "A quiet run: no instance is near its memory limit, none grew or stepped up "
             "against its own history, and none restarted. The alert may be too sensitive."
         ),
-        fallback=(
-            "Nothing here names a cause: compare with the baseline over a longer window "
-            "(`lookback='12h'`), and check the request mix (large images and audio use more "
-            "memory)."
-        ),
+        next_steps=[
+            "Compare with the baseline over a longer window (`lookback='12h'`).",
+            "Check the request mix: large images and audio use more memory.",
+            "Look at the container's working set (cAdvisor) beside the process's RSS.",
+        ],
     )
