@@ -500,5 +500,5 @@ def test_a_deploy_shows_in_build_info_and_restarts_the_instance(tmp_path) -> Non
     assert f'instance="api-1",version="{OLD_BUILD}"' in text  # before the deploy
     assert fleet.restarted_at("api-1") == fleet.grid.onset - 120
     assert fleet.restarted_at("api-0") is None
-    starts = [g for g in START_TIME.series(fleet) if 'instance="api-1"' in g.prefixes[0]][0]
+    starts = next(g for g in START_TIME.series(fleet) if 'instance="api-1"' in g.prefixes[0])
     assert float(starts.values[0][-1]) == fleet.grid.onset - 120
