@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -17,12 +16,14 @@ from typing import Any
 
 import nbformat
 import pytest
+import yaml
 
 from workbooks.authoring.lint import LintError, lint_notebooks
 from workbooks.authoring.new import RunbookFiles, create_runbook, draft_notebook, query_names
 from workbooks.authoring.skeleton import SECTIONS, RunbookOutline
 from workbooks.core.errors import AuthoringError
 from workbooks.notebook.catalog import Catalog
+from workbooks.synthetic.lab import prometheus_available
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKBOOK = Path(sys.executable).parent / "workbook"
@@ -44,7 +45,9 @@ def project_copy(target: Path) -> Path:
     return target
 
 
-def run_in(project: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_in(
+    project: Path, *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """A command with the copy's package first on the path (so it writes and reads the copy)."""
     environment = {**os.environ, "PYTHONPATH": str(project / "lib")}
     environment.pop("WORKBOOKS_NOTEBOOKS", None)
@@ -55,7 +58,7 @@ def run_in(project: Path, *args: str, cwd: Path | None = None) -> subprocess.Com
         text=True,
         env=environment,
         cwd=cwd or project,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
@@ -117,8 +120,6 @@ def test_the_new_runbook_routes_and_its_queries_load(new_project: tuple[Path, st
 
 
 def test_the_new_module_imports_on_the_shared_steps(new_project: tuple[Path, str]) -> None:
-    if importlib.util.find_spec("workbooks.runbooks.steps") is None:
-        pytest.skip("the shared steps package (workbooks.runbooks.steps) is not on this branch")
     project, _ = new_project
     check = (
         "import json, workbooks.runbooks.high_cpu as steps\n"
@@ -137,18 +138,37 @@ def test_the_new_module_imports_on_the_shared_steps(new_project: tuple[Path, str
 
 def test_the_new_scenario_module_imports(new_project: tuple[Path, str]) -> None:
     project, _ = new_project
-    scenarios = project / "lib" / "workbooks" / "synthetic" / "scenarios"
-    if (scenarios / "__init__.py").exists():  # the scenarios package: import it as a runbook's
-        result = run_in(
-            project, sys.executable, "-c", "import workbooks.synthetic.scenarios.high_cpu"
-        )
-        assert result.returncode == 0, result.stderr
-    else:  # before the scenarios package exists, the module still loads on its own
-        spec = importlib.util.spec_from_file_location("new_scenario", scenarios / "high_cpu.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        assert module.ALERTS == ["HighCPU", "CPUThrottling"]
+    result = run_in(project, sys.executable, "-c", "import workbooks.synthetic.scenarios.high_cpu")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_a_new_runbook_with_its_blanks_filled_passes_lint_and_test(
+    new_project: tuple[Path, str],
+) -> None:
+    """The kit's promise: `workbook new`, point the two placeholder queries at the metric the
+    drafted scenario writes, and `workbook lint` and `workbook test` pass on a real Prometheus."""
+    if not prometheus_available():
+        pytest.skip("needs Debian's prometheus and promtool (make system-deps)")
+    project, _ = new_project
+    scenario = project / "lib" / "workbooks" / "synthetic" / "scenarios" / "high_cpu.py"
+    metric = re.search(r'^METRIC = "([a-z_]+)"', scenario.read_text(), re.M)
+    assert metric, "the drafted scenario names the metric it writes"
+    queries = project / "lib" / "workbooks" / "notebook" / "queries" / "high-cpu.yaml"
+    names = list(yaml.safe_load(queries.read_text()))
+    queries.write_text(
+        f"{names[0]}:\n  title: level\n  unit: count\n"
+        f'  query: sum({metric.group(1)}{{service="{{service}}"}})\n'
+        f"{names[1]}:\n  title: level by instance\n  unit: count\n"
+        f'  query: topk(10, max by (instance) ({metric.group(1)}{{service="{{service}}"}}))\n'
+    )
+    linted = run_in(project, str(WORKBOOK), "lint", str(project / "notebooks" / "high-cpu.ipynb"))
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    tested = run_in(project, str(WORKBOOK), "test", "high-cpu", "--json", timeout=300)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    results = json.loads(tested.stdout)
+    assert len(results) >= 2 and all(case["passed"] for case in results), results
 
 
 def test_the_new_files_are_ruff_clean(new_project: tuple[Path, str]) -> None:
