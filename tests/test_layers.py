@@ -124,11 +124,8 @@ MAX_LINES = 420
 OVERSIZE_ALLOWED = {
     "workbooks.archive.index",
     "workbooks.archive.store",
-    "workbooks.notebook.analysis",
-    "workbooks.runbooks.high_latency",
     "workbooks.service.app",
     "workbooks.service.intake",
-    "workbooks.synthetic.scenarios",
 }
 
 
