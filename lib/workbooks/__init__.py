@@ -2,12 +2,12 @@
 
 Notebooks call :func:`open_incident`; everything else is reached through its modules
 (``workbooks.running.runner``, ``workbooks.archive.store``, ``workbooks.cli``). Importing the
-package is cheap:
-pandas and matplotlib load only when an incident is opened.
+package is cheap: pandas and matplotlib load only when an incident is opened.
 """
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,13 @@ from workbooks.core.errors import (
     UnknownRunbookError,
     WorkbooksError,
 )
+
+# jsonschema imports rfc3987_syntax when it is installed (jupyter-events' jsonschema[format-nongpl]
+# pulls it in), and that module builds a Lark grammar at import: about 1 s added to every
+# `import nbformat`, so to papermill and every run. Nothing here validates IRI formats, so
+# jsonschema is left to skip that optional checker, as it does when the package is absent.
+# Upstream: https://github.com/python-jsonschema/jsonschema/issues/1428
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from workbooks.notebook.incident import Incident
