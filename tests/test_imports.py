@@ -11,7 +11,8 @@ import sys
 
 
 def _modules_after(statement: str) -> set[str]:
-    code = f"import sys, json\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    loaded = "sorted(name for name, module in sys.modules.items() if module is not None)"
+    code = f"import sys, json\n{statement}\nprint(json.dumps({loaded}))"
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
