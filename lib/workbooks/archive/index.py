@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from workbooks.core.findings import SEVERITIES, Finding
 
 if TYPE_CHECKING:
-    from workbooks.archive.store import Note, RunRecord
+    from workbooks.archive.records import Note, RunRecord
 
 SCHEMA_VERSION = 2
 _TABLES = ("search", "notes", "findings", "runs", "incidents", "schema_version")
@@ -88,8 +88,9 @@ class OldSchemaError(sqlite3.DatabaseError):
 
 
 def index_time(moment: datetime) -> str:
-    # Fixed width, so that text order is time order in SQL.
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Fixed width, so that text order is time order in SQL (strftime's %Y does not pad year 2).
+    moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}Z"
 
 
 def parse_index_time(text: str | None) -> datetime | None:
@@ -122,6 +123,25 @@ def connect(path: Path, *, timeout: float, create: bool = True) -> sqlite3.Conne
             raise sqlite3.DatabaseError(
                 f"index schema version {version} is newer than this package's ({SCHEMA_VERSION}); "
                 "upgrade incident-workbooks, or rebuild it for this version"
+            )
+    except sqlite3.Error:
+        connection.close()
+        raise
+    return connection
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, for an index on a read-only mount."""
+    if not path.is_file():
+        raise sqlite3.OperationalError(f"no index at {path}")
+    uri = f"{path.as_uri()}?mode=ro&immutable=1"
+    connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        version = schema_version(connection)
+        if version != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"index schema version {version}, this package reads {SCHEMA_VERSION}; "
+                "rebuild it with `workbook reindex` where the archive is writable"
             )
     except sqlite3.Error:
         connection.close()

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pandas as pd
 import requests
@@ -35,6 +35,7 @@ from workbooks.core.errors import (
     QueryFailedError,
     SourceUnavailableError,
 )
+from workbooks.core.redact import redact_url
 
 MANIFEST = "manifest.json"
 _NICE_STEPS_SECONDS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
@@ -108,13 +109,6 @@ class Source(Protocol):
     def range_query(
         self, name: str, query: str, window: Window, step_seconds: int, *, role: str
     ) -> pd.DataFrame: ...
-
-
-def redact_url(url: str) -> str:
-    """The URL without credentials, query or fragment: safe to archive."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class PrometheusSource:

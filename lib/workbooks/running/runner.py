@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
-from urllib.parse import urlsplit
 
 import nbformat
 import papermill
@@ -31,7 +30,6 @@ from papermill.exceptions import PapermillExecutionError
 from workbooks.archive.store import (
     ALERT_FILE,
     EVIDENCE_DIR,
-    FINDINGS_FILE,
     NOTEBOOK_FILE,
     Archive,
     RunRecord,
@@ -39,9 +37,10 @@ from workbooks.archive.store import (
 )
 from workbooks.core.alert import Alert, AlertGroup, parse_alert_group
 from workbooks.core.config import Config
-from workbooks.core.errors import ArchiveError, ConfigError, RunFailedError, UnknownRunbookError
+from workbooks.core.errors import ArchiveError, RunFailedError, UnknownRunbookError
 from workbooks.core.findings import Finding, findings_from_notebook, ranked, summary_markdown
-from workbooks.running.parameters import Parameters, iso
+from workbooks.core.redact import redact_url, refuse_credentials
+from workbooks.running.parameters import Parameters
 from workbooks.running.routing import Route, Runbook, load_runbooks, route
 
 ErrorKind = Literal["exception", "cell-timeout", "run-timeout", "dead-kernel", "internal"]
@@ -351,12 +350,7 @@ def workbook_parameters(
     """The parameters every runbook takes (DESIGN.md), from the alerts routed to it."""
     if not alerts:
         raise ValueError(f"no alerts routed to runbook {runbook.id}")
-    parts = urlsplit(source)
-    if parts.scheme in ("http", "https") and (parts.username or parts.password):
-        raise ConfigError(
-            "put credentials in WORKBOOKS_PROMETHEUS_USERNAME/PASSWORD, not in the URL: "
-            "parameters are written into the archived notebook"
-        )
+    refuse_credentials(source)  # parameters are written into the archived notebook
     return Parameters.from_alerts(
         alerts, group, source=source, lookback=lookback, baseline=baseline
     ).to_dict()
@@ -454,26 +448,14 @@ def _run_route(
         lookback=parameters["lookback"],
         baseline=parameters["baseline"],
     ).with_findings(findings)
-    document = {
-        "incident": record.incident_id,
-        "runbook": record.runbook,
-        "status": record.status,
-        "started_at": iso(record.started_at),
-        "finished_at": iso(record.finished_at),
-        "findings": [finding.to_dict() for finding in findings],
-    }
-    (staging / FINDINGS_FILE).write_text(
-        json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    return archive.commit(staging, record)
+    return archive.commit(staging, record, findings)  # the archive writes findings.json
 
 
 def _recorded_source(source: str, config: Config) -> str:
     """What the notebook read: ``prometheus`` names the configured URL (without credentials)."""
     if source != "prometheus" or not config.prometheus.url:
         return source
-    parts = urlsplit(config.prometheus.url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return redact_url(config.prometheus.url)
 
 
 def _incident_alertname(group: AlertGroup) -> str:
