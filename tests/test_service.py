@@ -32,16 +32,10 @@ from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config, ServiceSettings
 from workbooks.core.errors import ConfigError
 from workbooks.running.routing import load_runbooks
-from workbooks.service.app import Service, serve
-from workbooks.service.intake import (
-    LEASE_SECONDS,
-    QUEUE_FILE,
-    Intake,
-    PlannedRun,
-    RunQueue,
-    owner_id,
-    plan,
-)
+from workbooks.service.app import Service
+from workbooks.service.intake import LEASE_SECONDS, Intake, PlannedRun, owner_id, plan
+from workbooks.service.queue import QUEUE_FILE, RunQueue
+from workbooks.service.server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNBOOKS = Path(__file__).parent / "notebooks" / "service"
@@ -170,7 +164,7 @@ def accepting(tmp_path: Path) -> Iterator[ServiceThread]:
 
 
 class ServiceProcess:
-    """``python -m workbooks.service.app`` in a subprocess, on a free loopback port."""
+    """``python -m workbooks serve`` in a subprocess, on a free loopback port."""
 
     def __init__(
         self,
@@ -189,7 +183,7 @@ class ServiceProcess:
         environment.pop("WORKBOOKS_NOTEBOOKS", None)
         if notebooks is not None:
             environment["WORKBOOKS_NOTEBOOKS"] = str(notebooks)
-        command = [sys.executable, "-m", "workbooks.service.app", "--archive", str(archive)]
+        command = [sys.executable, "-m", "workbooks", "--archive", str(archive), "serve"]
         command += ["--port", str(self.port), "--workers", str(workers)]
         command += ["--prometheus", prometheus]
         archive.mkdir(parents=True, exist_ok=True)
