@@ -27,6 +27,7 @@ import pytest
 import requests
 import uvicorn
 
+from workbooks.archive.access import MAX_REQUEST_HEAD_BYTES
 from workbooks.archive.store import Archive, incident_id
 from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config, ServiceSettings
@@ -113,7 +114,14 @@ class ServiceThread:
         self.service = service
         self.server = uvicorn.Server(
             uvicorn.Config(
-                service.app, host="127.0.0.1", port=0, lifespan="off", ws="none", log_level="error"
+                service.app,
+                host="127.0.0.1",
+                port=0,
+                lifespan="off",
+                ws="none",
+                log_level="error",
+                http="h11",  # as `workbook serve` runs it: long queries answered 414
+                h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)

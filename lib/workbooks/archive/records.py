@@ -37,7 +37,8 @@ EVIDENCE_DIR = "evidence"
 NOTES_FILE = "notes.jsonl"
 RESOLVED_FILE = "resolved.json"
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Bounded: a longer name is no id of ours, and the filesystem would refuse it (ENAMETOOLONG).
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def package_version() -> str:

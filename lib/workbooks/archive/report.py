@@ -188,6 +188,8 @@ def markdown_text(value: Any) -> str:
 def _notebook(run: RunRecord) -> nbformat.NotebookNode:
     path = run.path / NOTEBOOK_FILE
     try:
+        if path.is_symlink():  # could point anywhere: read no file the archive did not write
+            raise FileNotFoundError(path)
         return nbformat.read(str(path), as_version=4)
     except FileNotFoundError:
         why = (

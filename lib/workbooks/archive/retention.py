@@ -142,9 +142,7 @@ class PrunePlan:
                 {"incident_id": gone.incident_id, "bytes": gone.bytes, "path": str(gone.path)}
                 for gone in self.incidents
             ],
-            "leftovers": [
-                {"path": str(left.path), "bytes": left.bytes} for left in self.leftovers
-            ],
+            "leftovers": [{"path": str(left.path), "bytes": left.bytes} for left in self.leftovers],
         }
 
 
@@ -190,9 +188,7 @@ class ArchiveStats:
             "bytes": self.bytes,
             "oldest_run": _iso(self.oldest_run) if self.oldest_run else None,
             "newest_run": _iso(self.newest_run) if self.newest_run else None,
-            "leftovers": [
-                {"path": str(left.path), "bytes": left.bytes} for left in self.leftovers
-            ],
+            "leftovers": [{"path": str(left.path), "bytes": left.bytes} for left in self.leftovers],
         }
 
 

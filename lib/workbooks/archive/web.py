@@ -44,7 +44,7 @@ from workbooks.core.findings import SEVERITIES
 
 WEB_TEMPLATES = PROJECT_ROOT / "templates" / "web"
 STATUSES = ("firing", "resolved", "succeeded", "failed")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # bounded: no ENAMETOOLONG
 _DEFAULT_LIMIT = 200
 OPEN = ReaderAccess()  # no reader check: for loopback and tests
 
