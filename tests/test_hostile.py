@@ -329,8 +329,10 @@ def test_a_disk_that_fills_during_a_run_gives_one_line_and_keeps_the_alert(
         (tmp_path / "alert.json").write_text(json.dumps(latency_alert()))
         result = CliRunner().invoke(
             main,
-            ["--archive", str(archive), "run", "--alert", str(tmp_path / "alert.json"),
-             "--prometheus", "http://127.0.0.1:9"],  # fmt: skip
+            [
+                *("--archive", str(archive), "run", "--alert", str(tmp_path / "alert.json")),
+                *("--prometheus", "http://127.0.0.1:9"),
+            ],
             env={"WORKBOOKS_NOTEBOOKS": str(filling_runbook(tmp_path / "runbooks"))},
         )
         assert result.exit_code == 1, result.output
