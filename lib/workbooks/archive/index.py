@@ -130,25 +130,6 @@ def connect(path: Path, *, timeout: float, create: bool = True) -> sqlite3.Conne
     return connection
 
 
-def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that never writes, for an index on a read-only mount."""
-    if not path.is_file():
-        raise sqlite3.OperationalError(f"no index at {path}")
-    uri = f"{path.as_uri()}?mode=ro&immutable=1"
-    connection = sqlite3.connect(uri, uri=True, isolation_level=None)
-    try:
-        version = schema_version(connection)
-        if version != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"index schema version {version}, this package reads {SCHEMA_VERSION}; "
-                "rebuild it with `workbook reindex` where the archive is writable"
-            )
-    except sqlite3.Error:
-        connection.close()
-        raise
-    return connection
-
-
 def schema_version(connection: sqlite3.Connection) -> int | None:
     try:
         row = connection.execute("SELECT max(version) FROM schema_version").fetchone()

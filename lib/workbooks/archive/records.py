@@ -234,3 +234,34 @@ def write_findings(run_dir: Path, record: RunRecord, findings: Sequence[Finding]
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def append_note(incident_dir: Path, note: Note) -> Path:
+    """Append a note to ``notes.jsonl``: the only writer of it. Returns its path."""
+    path = incident_dir / NOTES_FILE
+    line = (note.model_dump_json() + "\n").encode("utf-8")
+    try:
+        # One write() in append mode: lines from concurrent writers never interleave.
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a line cut short by a crash must not swallow this one
+            os.write(descriptor, line)
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        raise ArchiveError(f"cannot write the note to {path}: {exc}") from exc
+    return path
+
+
+def write_resolved(incident_dir: Path, ended_at: datetime) -> Path:
+    """Write ``resolved.json``: when the incident's alert resolved. Returns its path."""
+    path = incident_dir / RESOLVED_FILE
+    document = {
+        "incident_id": incident_dir.name,
+        "ended_at": _iso(ended_at),
+        "recorded_at": _iso(datetime.now(UTC)),
+    }
+    write_atomically(path, json.dumps(document, indent=2) + "\n")
+    return path

@@ -1,26 +1,46 @@
-"""The staging area, ``<archive>/.staging``: where runs are built before they join the archive.
+"""The staging area, ``<archive>/.staging``: where runs are built, and moved into the archive.
 
 Each folder is named ``<host>.<pid>.<random>`` after the process that builds in it, so a folder
 whose process is gone (a run killed mid-way) is known to be a leftover at once, not only after an
 hour; a folder of another host is judged by its age alone. When a run cannot be archived (a full
 disk), its alert is kept in ``<archive>/.unarchived`` so it can be run again later, and the rest
-of its staging folder is removed.
+of its staging folder is removed. :func:`commit` (``Archive.commit``) moves a whole run into
+place with one ``os.rename``, so a run folder is either whole or absent.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import socket
+import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from workbooks.archive.records import ALERT_FILE, STAGING_DIR
+from workbooks.archive import index
+from workbooks.archive.records import (
+    ALERT_FILE,
+    SAFE_ID,
+    STAGING_DIR,
+    RunRecord,
+    read_findings,
+    slug,
+    write_findings,
+    write_record,
+)
 from workbooks.core.errors import ArchiveError
+from workbooks.core.findings import Finding
+
+if TYPE_CHECKING:  # the store calls in here with itself; only its public face is used
+    from workbooks.archive.store import Archive
 
 UNARCHIVED_DIR = ".unarchived"
 # Below this, a run is not started: it could not write its notebook, let alone archive it.
@@ -154,3 +174,98 @@ def _size(path: Path) -> int:
             except FileNotFoundError:
                 continue
     return total
+
+
+# -- moving a run into place -----------------------------------------------------------------------
+
+
+def commit(
+    archive: Archive, folder: Path, record: RunRecord, findings: Sequence[Finding] | None
+) -> RunRecord:
+    """:meth:`Archive.commit`, for a checked staging ``folder``."""
+    if not SAFE_ID.match(record.incident_id):
+        raise ArchiveError(
+            f"incident {record.incident_id!r} is not a valid id (letters, digits, '.', '_', '-')"
+        )
+    incident_dir = archive.root / record.incident_id
+    try:
+        if findings is not None:
+            write_findings(folder, record, findings)
+        found = read_findings(folder)
+        incident_dir.mkdir(parents=True, exist_ok=True)
+    except (ArchiveError, OSError) as exc:
+        raise not_archived(archive.root, folder, exc) from exc
+    connection: sqlite3.Connection | None = None
+    try:
+        connection = archive.index_file.connect()
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        if connection is not None:
+            connection.close()
+        # The run is kept all the same; the id is then unique by the folders alone.
+        final = _move_into_place(archive.root, folder, record, incident_dir, None)
+        raise index_failed(final.path, archive.index_path, exc) from exc
+    try:
+        # Under the write lock: no cooperating writer can take the same run id meanwhile.
+        final = _move_into_place(archive.root, folder, record, incident_dir, connection)
+        index.insert_run(connection, final, found, archive.root)
+        connection.execute("COMMIT")
+        return final
+    except sqlite3.Error as exc:
+        index.rollback(connection)
+        raise index_failed(final.path, archive.index_path, exc) from exc
+    finally:
+        connection.close()
+
+
+def not_archived(root: Path, folder: Path, exc: Exception) -> ArchiveError:
+    kept = salvage(root, folder)
+    again = (
+        f"; the alert is kept in {kept}: free space, then `workbook run --alert {kept}`"
+        if kept
+        else ""
+    )
+    return ArchiveError(f"nothing was archived: {exc}{again}")
+
+
+def index_failed(path: Path, index_path: Path, exc: sqlite3.Error) -> ArchiveError:
+    return ArchiveError(
+        f"{path} is written but the index {index_path} could not be updated ({exc}); "
+        "run `workbook reindex` to rebuild it from the folders"
+    )
+
+
+def _move_into_place(
+    root: Path,
+    folder: Path,
+    record: RunRecord,
+    incident_dir: Path,
+    connection: sqlite3.Connection | None,
+) -> RunRecord:
+    base = f"{record.started_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{slug(record.runbook)}"
+    for attempt in range(1, 1000):
+        run_id = base if attempt == 1 else f"{base}-{attempt}"
+        if _run_id_taken(root, run_id, connection):
+            continue
+        final = record.model_copy(update={"run_id": run_id, "path": incident_dir / run_id})
+        try:
+            write_record(folder, final)
+        except ArchiveError as exc:
+            raise not_archived(root, folder, exc) from exc
+        try:
+            # Atomic on one filesystem; refuses a non-empty target, so a lost race retries.
+            os.rename(folder, final.path)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                continue
+            raise ArchiveError(f"cannot move the run into {final.path}: {exc}") from exc
+        return final
+    raise ArchiveError(f"too many runs named {base} in {incident_dir}")
+
+
+def _run_id_taken(root: Path, run_id: str, connection: sqlite3.Connection | None) -> bool:
+    if connection is not None:
+        with suppress(sqlite3.Error):  # then the folders alone decide
+            if index.select_run(connection, run_id) is not None:
+                return True
+    return any(root.glob(f"*/{run_id}"))

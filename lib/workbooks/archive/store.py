@@ -11,30 +11,32 @@
                                   run.json         the :class:`RunRecord`
                                   evidence/        what the notebook saved
                                   report.html      the rendered report, once asked for
-    <root>/.staging/<uuid>/                        runs being built, folders being deleted
+    <root>/.staging/<host>.<pid>.<random>/         runs being built, folders being deleted
+    <root>/.unarchived/                            alerts of runs a full disk kept out
 
-A run is built in a staging folder and moved into place with one ``os.rename``, so a run folder
-is either whole or absent. The folders are the truth; the index is derived from them (``reindex``
-rebuilds it, and an index of an older schema is rebuilt when first opened), so a crash between
-a file write and the index write loses nothing. Retention (:meth:`Archive.prune`) is in
-:mod:`workbooks.archive.retention`.
+A run is built in a staging folder and moved into place with one ``os.rename``, so a run
+folder is either whole or absent (:mod:`workbooks.archive.staging`). What each file holds, and
+its one writer: :mod:`workbooks.archive.records`; opening the index:
+:mod:`workbooks.archive.connection`. The folders are the truth; the index is derived from them
+(``reindex`` rebuilds it, and an index of an older schema is rebuilt when first opened), so a
+crash between a file write and the index write loses nothing. Retention
+(:meth:`Archive.prune`) is in :mod:`workbooks.archive.retention`.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from workbooks.archive import index, retention, staging
+from workbooks.archive.connection import IndexFile
 from workbooks.archive.records import (
     ALERT_FILE,
     EVIDENCE_DIR,
@@ -48,6 +50,7 @@ from workbooks.archive.records import (
     IncidentSummary,
     Note,
     RunRecord,
+    append_note,
     incident_id,
     package_version,
     read_findings,
@@ -58,6 +61,7 @@ from workbooks.archive.records import (
     write_atomically,
     write_findings,
     write_record,
+    write_resolved,
 )
 from workbooks.archive.retention import ArchiveStats, PrunePlan
 from workbooks.core.errors import ArchiveError, RunNotFoundError
@@ -87,12 +91,6 @@ SCHEMA_VERSION = index.SCHEMA_VERSION
 log = logging.getLogger(__name__)
 
 
-def _check_id(value: str, what: str) -> str:
-    if not SAFE_ID.match(value):
-        raise ArchiveError(f"{what} {value!r} is not a valid id (letters, digits, '.', '_', '-')")
-    return value
-
-
 class Archive:
     """Run folders under ``root`` plus the index; safe for several processes writing at once."""
 
@@ -100,6 +98,9 @@ class Archive:
         self.root = Path(root).absolute()
         self.index_path = self.root / INDEX_FILE
         self.busy_timeout_seconds = busy_timeout_seconds
+        self.index_file = IndexFile(
+            self.index_path, timeout=busy_timeout_seconds, rebuild=self.reindex
+        )
 
     def __repr__(self) -> str:
         return f"Archive({str(self.root)!r})"
@@ -133,85 +134,7 @@ class Archive:
         run id is chosen, so cooperating writers never pick the same id. If only the index
         cannot be written, the run folder is kept and the error says how to rebuild the index.
         """
-        folder = self._staging_folder(folder)
-        incident_dir = self.root / _check_id(record.incident_id, "incident")
-        try:
-            if findings is not None:
-                write_findings(folder, record, findings)
-            found = read_findings(folder)
-            incident_dir.mkdir(parents=True, exist_ok=True)
-        except (ArchiveError, OSError) as exc:
-            raise self._not_archived(folder, exc) from exc
-        connection: sqlite3.Connection | None = None
-        try:
-            connection = self._connect()
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            if connection is not None:
-                connection.close()
-            # The run is kept all the same; the id is then unique by the folders alone.
-            final = self._move_into_place(folder, record, incident_dir, None)
-            raise self._index_failed(final.path, exc) from exc
-        try:
-            # Under the write lock: no cooperating writer can take the same run id meanwhile.
-            final = self._move_into_place(folder, record, incident_dir, connection)
-            index.insert_run(connection, final, found, self.root)
-            connection.execute("COMMIT")
-            return final
-        except sqlite3.Error as exc:
-            index.rollback(connection)
-            raise self._index_failed(final.path, exc) from exc
-        finally:
-            connection.close()
-
-    def _not_archived(self, folder: Path, exc: Exception) -> ArchiveError:
-        kept = staging.salvage(self.root, folder)
-        again = (
-            f"; the alert is kept in {kept}: free space, then `workbook run --alert {kept}`"
-            if kept
-            else ""
-        )
-        return ArchiveError(f"nothing was archived: {exc}{again}")
-
-    def _index_failed(self, path: Path, exc: sqlite3.Error) -> ArchiveError:
-        return ArchiveError(
-            f"{path} is written but the index {self.index_path} could not be updated ({exc}); "
-            "run `workbook reindex` to rebuild it from the folders"
-        )
-
-    def _move_into_place(
-        self,
-        folder: Path,
-        record: RunRecord,
-        incident_dir: Path,
-        connection: sqlite3.Connection | None,
-    ) -> RunRecord:
-        base = f"{record.started_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{slug(record.runbook)}"
-        for attempt in range(1, 1000):
-            run_id = base if attempt == 1 else f"{base}-{attempt}"
-            if self._run_id_taken(run_id, connection):
-                continue
-            final = record.model_copy(update={"run_id": run_id, "path": incident_dir / run_id})
-            try:
-                write_record(folder, final)
-            except ArchiveError as exc:
-                raise self._not_archived(folder, exc) from exc
-            try:
-                # Atomic on one filesystem; refuses a non-empty target, so a lost race retries.
-                os.rename(folder, final.path)
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    continue
-                raise ArchiveError(f"cannot move the run into {final.path}: {exc}") from exc
-            return final
-        raise ArchiveError(f"too many runs named {base} in {incident_dir}")
-
-    def _run_id_taken(self, run_id: str, connection: sqlite3.Connection | None) -> bool:
-        if connection is not None:
-            with suppress(sqlite3.Error):  # then the folders alone decide
-                if index.select_run(connection, run_id) is not None:
-                    return True
-        return any(self.root.glob(f"*/{run_id}"))
+        return staging.commit(self, self._staging_folder(folder), record, findings)
 
     def _staging_folder(self, folder: Path) -> Path:
         folder = Path(folder).absolute()
@@ -237,20 +160,7 @@ class Archive:
             author=author.strip() or "unknown",
             text=text.strip(),
         )
-        path = self.root / incident / NOTES_FILE
-        line = (note.model_dump_json() + "\n").encode("utf-8")
-        try:
-            # One write() in append mode: lines from concurrent writers never interleave.
-            descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(descriptor).st_size
-                if size and os.pread(descriptor, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # a line cut short by a crash must not swallow this one
-                os.write(descriptor, line)
-            finally:
-                os.close(descriptor)
-        except OSError as exc:
-            raise ArchiveError(f"cannot write the note to {path}: {exc}") from exc
+        path = append_note(self.root / incident, note)
         self._update_index(path, lambda connection: index.insert_note(connection, note))
         return note
 
@@ -267,13 +177,7 @@ class Archive:
         """
         if not SAFE_ID.match(incident_id) or not self._has_runs(incident_id):
             return False
-        path = self.root / incident_id / RESOLVED_FILE
-        document = {
-            "incident_id": incident_id,
-            "ended_at": ended_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "recorded_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        }
-        write_atomically(path, json.dumps(document, indent=2) + "\n")
+        path = write_resolved(self.root / incident_id, ended_at)
         self._update_index(
             path, lambda connection: index.set_resolved(connection, incident_id, ended_at)
         )
@@ -292,7 +196,7 @@ class Archive:
             with self.writing() as connection:
                 change(connection)
         except sqlite3.Error as exc:
-            raise self._index_failed(path, exc) from exc
+            raise staging.index_failed(path, self.index_path, exc) from exc
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -454,7 +358,7 @@ class Archive:
         """Rebuild the index from the folders (runs, notes, resolutions); return the run count."""
         try:
             # No schema check: rebuilding is how an index of another schema version is replaced.
-            connection = self._connect(check_schema=False)
+            connection = self.index_file.connect(check_schema=False)
         except sqlite3.Error as exc:
             raise ArchiveError(f"cannot open the index {self.index_path}: {exc}") from exc
         incident_dirs = [path for path in sorted(self.root.glob("[!.]*/")) if path.is_dir()]
@@ -482,57 +386,14 @@ class Archive:
             except ArchiveError:
                 continue  # a folder someone put here by hand: not ours to index
 
-    def _connect(self, *, check_schema: bool = True) -> sqlite3.Connection:
-        self.root.mkdir(parents=True, exist_ok=True)
-        timeout = self.busy_timeout_seconds
-        if not check_schema:
-            connection = index.connect(self.index_path, timeout=timeout, create=False)
-            connection.execute("PRAGMA journal_mode = WAL")
-            return connection
-        try:
-            return index.connect(self.index_path, timeout=timeout)
-        except index.OldSchemaError:
-            # The index is derived: an older one is rebuilt from the folders, not migrated.
-            self.reindex()
-            return index.connect(self.index_path, timeout=timeout)
-
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """A connection for reading the index; on a read-only archive, an immutable one."""
-        try:
-            connection = self._connect()
-        except (sqlite3.Error, ArchiveError, OSError) as exc:
-            try:
-                if self._writable():
-                    raise
-                # A read-only mount: SQLite cannot create the WAL's shared memory there, so
-                # read the file as immutable (nothing can change it under us anyway).
-                connection = index.connect_read_only(self.index_path)
-            except (sqlite3.Error, ArchiveError, OSError):
-                raise ArchiveError(
-                    f"cannot read the index {self.index_path} ({exc}); `workbook reindex` "
-                    "rebuilds it"
-                ) from exc
-        try:
+        with self.index_file.reading() as connection:
             yield connection
-        except sqlite3.Error as exc:
-            raise ArchiveError(f"cannot read the index {self.index_path}: {exc}") from exc
-        finally:
-            connection.close()
-
-    def _writable(self) -> bool:
-        return os.access(self.root, os.W_OK) and (
-            not self.index_path.exists() or os.access(self.index_path, os.W_OK)
-        )
 
     @contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
         """A write transaction on the index; sqlite3 errors are the caller's to word."""
-        connection = self._connect()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
+        with self.index_file.writing() as connection:
             yield connection
-            connection.execute("COMMIT")
-        finally:
-            index.rollback(connection)
-            connection.close()
