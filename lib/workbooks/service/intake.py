@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -29,9 +27,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workbooks.core.errors import ArchiveError
+from workbooks.service.owner import owner_id, owner_is_dead
 from workbooks.service.planning import PlannedRun, alert_fingerprint, plan
 
-__all__ = ["Decision", "Intake", "PlannedRun", "QueuedRun", "alert_fingerprint", "plan"]
+__all__ = [
+    "Decision",
+    "Intake",
+    "PlannedRun",
+    "QueuedRun",
+    "alert_fingerprint",
+    "owner_id",
+    "plan",
+]
 
 INTAKE_FILE = "intake.sqlite"
 RunState = Literal["queued", "running", "succeeded", "failed"]
@@ -45,8 +52,6 @@ REQUEUE_GRACE_SECONDS = 30.0
 _KEEP_FINISHED_SECONDS = 86400.0
 _KEEP_RESOLUTIONS_SECONDS = 7 * 86400.0
 log = logging.getLogger(__name__)
-# Identifies this process even when a restarted one gets the same pid (pid 1 in a container).
-_INSTANCE = uuid.uuid4().hex[:12]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -62,31 +67,6 @@ CREATE INDEX IF NOT EXISTS runs_by_group ON runs (group_key, runbook);
 CREATE TABLE IF NOT EXISTS resolutions (
     incident_id TEXT PRIMARY KEY, ended_at REAL NOT NULL, recorded_at REAL NOT NULL);
 """
-
-
-def owner_id() -> str:
-    """``host:pid:instance``, the claimant a heartbeat and a liveness check refer to."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_INSTANCE}"
-
-
-def _owner_is_dead(owner: str | None) -> bool:
-    """Whether the process behind ``owner`` is certainly gone (only knowable on this host)."""
-    if not owner:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text, _, instance = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return instance != _INSTANCE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,7 +271,7 @@ class Intake:
         if row["state"] != "running":
             return False
         silent = now - (row["heartbeat_at"] or 0.0) > self.lease_seconds
-        return silent or _owner_is_dead(row["owner"])
+        return silent or owner_is_dead(row["owner"])
 
     @contextmanager
     def heartbeat(
