@@ -478,6 +478,7 @@ def test_no_file_route_follows_a_link(accepting: ServiceThread) -> None:
     staging = archive.stage()
     (staging / "workbook.ipynb").symlink_to("/etc/passwd")
     (staging / "report.html").symlink_to("/etc/passwd")
+    (staging / "evidence").symlink_to("/etc")
     moment = datetime(2026, 11, 28, 14, tzinfo=UTC)
     run = archive.commit(
         staging,
@@ -500,6 +501,8 @@ def test_no_file_route_follows_a_link(accepting: ServiceThread) -> None:
     assert notebook.status_code == 404 and "root:" not in notebook.text
     report = read(accepting, f"/runs/{run.run_id}/report")
     assert "root:x:0:0" not in report.text
+    assert read(accepting, f"/runs/{run.run_id}/evidence/passwd").status_code == 404
+    assert "passwd" not in read(accepting, f"/runs/{run.run_id}/evidence/").text
 
 
 # -- 8. staging leftovers -------------------------------------------------------------------------

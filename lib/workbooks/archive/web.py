@@ -216,7 +216,7 @@ class _Pages:
         run = self._run(request)
         folder = run.path / EVIDENCE_DIR
         files = []
-        if folder.is_dir():
+        if folder.is_dir() and not folder.is_symlink():
             for path in sorted(folder.rglob("*")):
                 if path.is_file() and not path.is_symlink():
                     relative = path.relative_to(folder).as_posix()
@@ -228,7 +228,7 @@ class _Pages:
         name = request.path_params["name"]
         folder = (run.path / EVIDENCE_DIR).resolve()
         parts = name.split("/")
-        if not all(_SAFE_NAME.match(part) for part in parts):
+        if (run.path / EVIDENCE_DIR).is_symlink() or not all(_SAFE_NAME.match(p) for p in parts):
             raise HTTPException(404, "no such evidence file")
         path = folder.joinpath(*parts)
         if path.is_symlink() or not path.resolve().is_relative_to(folder) or not path.is_file():
