@@ -38,9 +38,9 @@ from test_service import (
     service_config,
     wait_for,
 )
-from workbooks.archive.access import credentials
+from workbooks.archive.access import ReaderAccess, credentials
 from workbooks.archive.store import Archive, RunRecord
-from workbooks.archive.web import create_app
+from workbooks.archive.web import create_app, serve_archive
 from workbooks.cli import main
 from workbooks.core.alert import parse_alert_group
 from workbooks.core.errors import BadAlertError, ConfigError
@@ -229,6 +229,13 @@ def test_off_loopback_serve_needs_a_reader(tmp_path: Path) -> None:
     config = service_config(tmp_path / "archive")  # a webhook token, but no reader
     with pytest.raises(ConfigError, match="WORKBOOKS_READER_TOKEN"):
         serve(host="0.0.0.0", config=config, archive_dir=tmp_path, prometheus="demo", workers=0)
+
+
+def test_archive_serve_off_loopback_needs_a_reader_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="WORKBOOKS_TRUSTED_USER_HEADER"):
+        serve_archive(tmp_path, host="0.0.0.0", access=ReaderAccess())
+    result = cli("--archive", str(tmp_path), "archive", "serve", "--host", "0.0.0.0")
+    assert result.exit_code == 2 and "refusing to serve the archive's pages" in result.output
 
 
 def test_the_pages_need_a_reader_and_reading_writes_nothing(accepting: ServiceThread) -> None:
