@@ -6,7 +6,7 @@
 Four measurements, each on a fresh archive in a temporary folder:
 
 ``storm``
-    The service as a real subprocess (``python -m workbooks.service.app``, 2 worker threads, the
+    The service as a real subprocess (``python -m workbooks serve``, 2 worker threads, the
     tiny test runbook ``tests/notebooks/service/svc-echo``). ``--groups`` alert groups of 8
     alerts, each delivery posted ``--copies`` times, shuffled, by ``--threads`` client threads
     with keep-alive: the response time of ``POST /alerts`` while the workers run the queued
@@ -123,7 +123,7 @@ class ServiceProcess:
         env.pop("WORKBOOKS_NOTEBOOKS", None)
         if notebooks is not None:
             env["WORKBOOKS_NOTEBOOKS"] = str(notebooks)
-        command = [sys.executable, "-m", "workbooks.service.app", "--archive", str(archive)]
+        command = [sys.executable, "-m", "workbooks", "--archive", str(archive), "serve"]
         command += ["--port", self.url.rsplit(":", 1)[1], "--workers", str(WORKERS)]
         command += ["--prometheus", prometheus]
         self.log_path = archive.parent / "service.log"

@@ -15,7 +15,7 @@ import pytest
 
 from workbooks.archive.report import (
     REPORT_FILES,
-    cached_report,
+    ReportCache,
     describe_source,
     markdown_text,
     render_report,
@@ -157,16 +157,21 @@ def test_notes_and_resolution_reach_the_cached_report(
     runs: tuple[Archive, RunRecord, RunRecord],
 ) -> None:
     archive, run, _ = runs
-    path = cached_report(archive, run)
-    first = path.stat().st_mtime_ns
-    assert cached_report(archive, run).stat().st_mtime_ns == first  # unchanged: not rendered
+    (run.path / "report.html").unlink(missing_ok=True)
+    cache = ReportCache()
+    page = cache.page(archive, run)
+    assert isinstance(page, str)
+    assert cache.page(archive, run) is page  # unchanged: not rendered again
+    assert not (run.path / "report.html").exists()  # a page view writes nothing
     time.sleep(0.01)
     archive.add_note(run.incident_id, "rolled back model 2.4.0 <b>now</b>", author="ana")
     assert archive.mark_resolved(run.incident_id, datetime(2026, 11, 20, 15, 0, tzinfo=UTC))
-    page = cached_report(archive, run).read_text(encoding="utf-8")
-    assert path.stat().st_mtime_ns > first
-    assert "rolled back model 2.4.0 &lt;b&gt;now&lt;/b&gt;" in page and "ana" in page
-    assert "resolved at 2026-11-20 15:00:00 UTC (after 50 min)" in page
+    again = cache.page(archive, run)
+    assert again is not page
+    assert "rolled back model 2.4.0 &lt;b&gt;now&lt;/b&gt;" in again and "ana" in again
+    assert "resolved at 2026-11-20 15:00:00 UTC (after 50 min)" in again
+    written = render_report(archive, run.run_id)  # `workbook report` writes it: served as is
+    assert cache.page(archive, run) == written
 
 
 def test_where_the_data_came_from(tmp_path: Path) -> None:

@@ -27,21 +27,16 @@ import pytest
 import requests
 import uvicorn
 
+from workbooks.archive.access import MAX_REQUEST_HEAD_BYTES
 from workbooks.archive.store import Archive, incident_id
 from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config, ServiceSettings
 from workbooks.core.errors import ConfigError
 from workbooks.running.routing import load_runbooks
-from workbooks.service.app import Service, serve
-from workbooks.service.intake import (
-    LEASE_SECONDS,
-    QUEUE_FILE,
-    Intake,
-    PlannedRun,
-    RunQueue,
-    owner_id,
-    plan,
-)
+from workbooks.service.app import Service
+from workbooks.service.intake import LEASE_SECONDS, Intake, PlannedRun, owner_id, plan
+from workbooks.service.queue import QUEUE_FILE, RunQueue
+from workbooks.service.server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNBOOKS = Path(__file__).parent / "notebooks" / "service"
@@ -119,7 +114,14 @@ class ServiceThread:
         self.service = service
         self.server = uvicorn.Server(
             uvicorn.Config(
-                service.app, host="127.0.0.1", port=0, lifespan="off", ws="none", log_level="error"
+                service.app,
+                host="127.0.0.1",
+                port=0,
+                lifespan="off",
+                ws="none",
+                log_level="error",
+                http="h11",  # as `workbook serve` runs it: long queries answered 414
+                h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -170,7 +172,7 @@ def accepting(tmp_path: Path) -> Iterator[ServiceThread]:
 
 
 class ServiceProcess:
-    """``python -m workbooks.service.app`` in a subprocess, on a free loopback port."""
+    """``python -m workbooks serve`` in a subprocess, on a free loopback port."""
 
     def __init__(
         self,
@@ -189,7 +191,7 @@ class ServiceProcess:
         environment.pop("WORKBOOKS_NOTEBOOKS", None)
         if notebooks is not None:
             environment["WORKBOOKS_NOTEBOOKS"] = str(notebooks)
-        command = [sys.executable, "-m", "workbooks.service.app", "--archive", str(archive)]
+        command = [sys.executable, "-m", "workbooks", "--archive", str(archive), "serve"]
         command += ["--port", str(self.port), "--workers", str(workers)]
         command += ["--prometheus", prometheus]
         archive.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from workbooks.core.findings import SEVERITIES, Finding
 
 if TYPE_CHECKING:
-    from workbooks.archive.store import Note, RunRecord
+    from workbooks.archive.records import Note, RunRecord
 
 SCHEMA_VERSION = 2
 _TABLES = ("search", "notes", "findings", "runs", "incidents", "schema_version")
@@ -88,8 +88,9 @@ class OldSchemaError(sqlite3.DatabaseError):
 
 
 def index_time(moment: datetime) -> str:
-    # Fixed width, so that text order is time order in SQL.
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Fixed width, so that text order is time order in SQL (strftime's %Y does not pad year 2).
+    moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}Z"
 
 
 def parse_index_time(text: str | None) -> datetime | None:

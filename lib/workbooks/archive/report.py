@@ -16,6 +16,8 @@ from __future__ import annotations
 import html
 import json
 import shutil
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -75,20 +77,53 @@ def render_report(archive: Archive, id: str, format: ReportFormat = "html") -> P
     raise ValueError(f"format must be 'html' or 'md', not {format!r}")
 
 
-def cached_report(archive: Archive, run: RunRecord) -> Path:
-    """``report.html`` of a run, rendered again only when what it shows has changed."""
-    target = run.path / REPORT_HTML
-    sources = [
+def report_sources(run: RunRecord) -> list[Path]:
+    """What a run's report shows: when one of these changed, the report is stale."""
+    return [
         run.path / NOTEBOOK_FILE,
         run.path / RUN_FILE,
         run.path.parent / NOTES_FILE,
         run.path.parent / RESOLVED_FILE,
         TEMPLATES_DIR / TEMPLATE_NAME / "index.html.j2",
     ]
-    newest = max((path.stat().st_mtime for path in sources if path.exists()), default=0.0)
-    if not target.exists() or target.stat().st_mtime < newest:
-        write_atomically(target, report_html(archive, run))
-    return target
+
+
+class ReportCache:
+    """Report pages for the web, rendered at most once per run and state, kept in memory.
+
+    A fresh ``report.html`` (written by ``workbook report``) is served as it is; otherwise the
+    page is rendered here, once however many requests ask at the same time, and nothing is
+    written into the archive (which may be read-only). At most ``size`` pages are kept.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._pages: OrderedDict[tuple[str, float], str] = OrderedDict()
+        self._lock = threading.Lock()
+        self._rendering: dict[str, threading.Lock] = {}
+
+    def page(self, archive: Archive, run: RunRecord) -> Path | str:
+        stamp = max(
+            (path.stat().st_mtime for path in report_sources(run) if path.exists()), default=0.0
+        )
+        written = run.path / REPORT_HTML
+        if not written.is_symlink() and written.is_file() and written.stat().st_mtime >= stamp:
+            return written
+        key = (run.run_id, stamp)
+        with self._lock:
+            lock = self._rendering.setdefault(run.run_id, threading.Lock())
+        with lock:  # one rendering per run at a time; the others wait for it and reuse it
+            with self._lock:
+                if key in self._pages:
+                    self._pages.move_to_end(key)
+                    return self._pages[key]
+            page = report_html(archive, run)
+            with self._lock:
+                self._pages[key] = page
+                while len(self._pages) > self.size:
+                    self._pages.popitem(last=False)
+                self._rendering.pop(run.run_id, None)
+            return page
 
 
 def report_html(archive: Archive, run: RunRecord) -> str:
@@ -153,6 +188,8 @@ def markdown_text(value: Any) -> str:
 def _notebook(run: RunRecord) -> nbformat.NotebookNode:
     path = run.path / NOTEBOOK_FILE
     try:
+        if path.is_symlink():  # could point anywhere: read no file the archive did not write
+            raise FileNotFoundError(path)
         return nbformat.read(str(path), as_version=4)
     except FileNotFoundError:
         why = (

@@ -18,21 +18,30 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from workbooks.archive import index
+from workbooks.archive import index, staging
+from workbooks.archive.records import (
+    ALERT_FILE,
+    FINDINGS_FILE,
+    RUN_FILE,
+    STAGING_DIR,
+    RunRecord,
+    read_findings,
+    read_record,
+    write_record,
+)
 from workbooks.core.errors import ArchiveError
 
-if TYPE_CHECKING:
-    from workbooks.archive.store import Archive, RunRecord
+if TYPE_CHECKING:  # the store calls in here with itself; only its public methods are used
+    from workbooks.archive.store import Archive
 
 # What a stripped run keeps: enough to list it, search it and report its findings.
-KEPT_WHEN_STRIPPED = frozenset({"run.json", "findings.json", "alert.json"})
+KEPT_WHEN_STRIPPED = frozenset({RUN_FILE, FINDINGS_FILE, ALERT_FILE})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,20 +73,35 @@ class PrunePlan:
     keep_findings: bool
     runs: tuple[PrunedRun, ...]
     incidents: tuple[PrunedIncident, ...]
+    leftovers: tuple[staging.Leftover, ...] = ()  # staging folders of runs that died
     applied: bool = False
 
     @property
     def bytes(self) -> int:
-        return sum(run.bytes for run in self.runs) + sum(gone.bytes for gone in self.incidents)
+        return (
+            sum(run.bytes for run in self.runs)
+            + sum(gone.bytes for gone in self.incidents)
+            + sum(left.bytes for left in self.leftovers)
+        )
 
     def describe(self) -> list[str]:
         """What a person reads: each run, each incident, the total, and how to go on."""
         verb = "deleted" if self.applied else "would delete"
         what = "notebooks and evidence of" if self.keep_findings else ""
         cutoff = f"{self.cutoff:%Y-%m-%d %H:%M} UTC"
-        if not self.runs:
-            return [f"no runs started before {cutoff}: nothing to prune"]
         lines = [
+            f"  remove  leftover staging folder {left.path.name} (its run died)  "
+            f"{human_bytes(left.bytes)}"
+            for left in self.leftovers
+        ]
+        if not self.runs:
+            if not lines:
+                return [f"no runs started before {cutoff}: nothing to prune"]
+            lines.insert(0, f"no runs started before {cutoff}; {verb} leftovers:")
+            if not self.applied:
+                lines.append("dry run: nothing was deleted; pass --yes to delete")
+            return lines
+        lines[:0] = [
             f"{verb} {what} {len(self.runs)} runs started before {cutoff}, "
             f"freeing {human_bytes(self.bytes)} ({self.bytes:,} bytes):".replace("  ", " ")
         ]
@@ -118,6 +142,7 @@ class PrunePlan:
                 {"incident_id": gone.incident_id, "bytes": gone.bytes, "path": str(gone.path)}
                 for gone in self.incidents
             ],
+            "leftovers": [{"path": str(left.path), "bytes": left.bytes} for left in self.leftovers],
         }
 
 
@@ -133,6 +158,7 @@ class ArchiveStats:
     bytes: int
     oldest_run: datetime | None
     newest_run: datetime | None
+    leftovers: tuple[staging.Leftover, ...] = ()
 
     def rows(self) -> list[tuple[str, str]]:
         return [
@@ -142,6 +168,14 @@ class ArchiveStats:
             ("size", f"{human_bytes(self.bytes)} ({self.bytes:,} bytes)"),
             ("oldest run", f"{self.oldest_run:%Y-%m-%d %H:%M} UTC" if self.oldest_run else "-"),
             ("newest run", f"{self.newest_run:%Y-%m-%d %H:%M} UTC" if self.newest_run else "-"),
+            (
+                "leftovers",
+                f"{len(self.leftovers)} staging folders of runs that died, "
+                f"{human_bytes(sum(left.bytes for left in self.leftovers))} "
+                "(`workbook archive prune` removes them)"
+                if self.leftovers
+                else "none",
+            ),
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +188,7 @@ class ArchiveStats:
             "bytes": self.bytes,
             "oldest_run": _iso(self.oldest_run) if self.oldest_run else None,
             "newest_run": _iso(self.newest_run) if self.newest_run else None,
+            "leftovers": [{"path": str(left.path), "bytes": left.bytes} for left in self.leftovers],
         }
 
 
@@ -217,7 +252,11 @@ def plan(
                 )
             )
     return PrunePlan(
-        cutoff=cutoff, keep_findings=keep_findings, runs=tuple(pruned), incidents=tuple(gone)
+        cutoff=cutoff,
+        keep_findings=keep_findings,
+        runs=tuple(pruned),
+        incidents=tuple(gone),
+        leftovers=tuple(archive.leftovers()),
     )
 
 
@@ -234,12 +273,13 @@ def _pruned(run: RunRecord, action: Literal["delete", "strip"], size: int) -> Pr
 
 def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
     """Delete what ``planned`` lists, under the index's write lock; the plan, ``applied``."""
-    from workbooks.archive.store import _read_findings, _read_record, write_atomically
-
-    trash = archive.root / ".staging" / f"prune-{uuid.uuid4().hex}"
+    trash = archive.root / STAGING_DIR / staging.owned_name("prune-")
     try:
         trash.mkdir(parents=True)
-        with archive._writing() as connection:
+        for left in planned.leftovers:
+            if left.path.exists() or left.path.is_symlink():
+                os.rename(left.path, trash / left.path.name)
+        with archive.writing() as connection:
             for run in planned.runs:
                 if not run.path.is_dir():
                     index.delete_run(connection, run.run_id)
@@ -253,9 +293,9 @@ def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
                         shutil.rmtree(entry)
                     else:
                         entry.unlink()
-                record = _read_record(run.path).model_copy(update={"pruned_at": datetime.now(UTC)})
-                write_atomically(run.path / "run.json", record.model_dump_json(indent=2) + "\n")
-                index.insert_run(connection, record, _read_findings(run.path), archive.root)
+                record = read_record(run.path).model_copy(update={"pruned_at": datetime.now(UTC)})
+                write_record(run.path, record)
+                index.insert_run(connection, record, read_findings(run.path), archive.root)
             for incident in planned.incidents:
                 if incident.path.is_dir():
                     os.rename(incident.path, trash / incident.incident_id)
@@ -272,6 +312,7 @@ def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
         keep_findings=planned.keep_findings,
         runs=planned.runs,
         incidents=planned.incidents,
+        leftovers=planned.leftovers,
         applied=True,
     )
 
@@ -280,12 +321,17 @@ def stats(archive: Archive) -> ArchiveStats:
     counts = {"incidents": 0, "runs": 0, "pruned_runs": 0, "notes": 0}
     oldest = newest = None
     if archive.index_path.exists():
-        with archive._reading() as connection:
+        with archive.reading() as connection:
             found = index.counts(connection)
         counts = {key: found[key] for key in counts}
         oldest = index.parse_index_time(found["oldest_run"])
         newest = index.parse_index_time(found["newest_run"])
     size = folder_bytes(archive.root) if archive.root.exists() else 0
     return ArchiveStats(
-        root=archive.root, bytes=size, oldest_run=oldest, newest_run=newest, **counts
+        root=archive.root,
+        bytes=size,
+        oldest_run=oldest,
+        newest_run=newest,
+        leftovers=tuple(archive.leftovers()),
+        **counts,
     )

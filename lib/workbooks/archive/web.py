@@ -7,14 +7,16 @@ are built from the mount point). Pages:
 =====================================  =========================================================
 ``/``                                  incidents newest first; filters and free-text search
 ``/incidents/{incident}``              the timeline: fired, each run, notes, resolved
-``/runs/{run}/report``                 the report page, rendered on demand, cached in the run
+``/runs/{run}/report``                 the report page, rendered once per run, kept in memory
 ``/runs/{run}/workbook.ipynb``         the executed notebook, as a download
 ``/runs/{run}/evidence/``              the evidence files, and each file below it
 =====================================  =========================================================
 
 Templates autoescape, so label values and finding text show as text whatever they hold, and
-every page is sent with a Content-Security-Policy that allows no script at all. Ids and file
-names from URLs are checked against the archive before any file is opened.
+every page is sent with a Content-Security-Policy that allows no script at all
+(:mod:`workbooks.archive.access`, which also checks the reader). Ids and file names from URLs are
+checked against the archive before any file is opened, and no route follows a symbolic link.
+Reading a page never writes into the archive.
 """
 
 from __future__ import annotations
@@ -32,51 +34,27 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workbooks.archive.report import CONTENT_SECURITY_POLICY, cached_report, report_html
+from workbooks.archive.access import MAX_REQUEST_HEAD_BYTES, Guard, ReaderAccess, check_exposure
+from workbooks.archive.report import CONTENT_SECURITY_POLICY, ReportCache
 from workbooks.archive.store import EVIDENCE_DIR, NOTEBOOK_FILE, Archive, IncidentSummary, RunRecord
-from workbooks.core.config import PROJECT_ROOT, parse_duration
-from workbooks.core.errors import ArchiveError, ConfigError, RunNotFoundError, WorkbooksError
+from workbooks.core.config import PROJECT_ROOT, load_config, parse_duration
+from workbooks.core.errors import ConfigError, RunNotFoundError, WorkbooksError
 from workbooks.core.findings import SEVERITIES
 
 WEB_TEMPLATES = PROJECT_ROOT / "templates" / "web"
 STATUSES = ("firing", "resolved", "succeeded", "failed")
-PAGE_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'self'"
-)
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # bounded: no ENAMETOOLONG
 _DEFAULT_LIMIT = 200
+OPEN = ReaderAccess()  # no reader check: for loopback and tests
 
 
-class _SecurityHeaders:
-    """Adds a script-free Content-Security-Policy and nosniff to every response."""
+def create_app(archive: Archive, *, access: ReaderAccess | None = OPEN) -> Starlette:
+    """The archive's pages, read-only; mountable under any path.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                if b"content-security-policy" not in names:
-                    headers.append((b"content-security-policy", PAGE_POLICY.encode()))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"referrer-policy", b"same-origin"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-def create_app(archive: Archive) -> Starlette:
-    """The archive's pages, read-only; mountable under any path."""
+    ``access`` says who may read (open by default: for loopback); None leaves the reader check
+    and the security headers to whoever mounts the app (``workbook serve`` guards its own).
+    """
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(WEB_TEMPLATES)),
         autoescape=True,
@@ -96,15 +74,35 @@ def create_app(archive: Archive) -> Starlette:
         ],
         exception_handlers={HTTPException: pages.error, WorkbooksError: pages.error},
     )
-    app.add_middleware(_SecurityHeaders)
+    if access is not None:
+        app.add_middleware(Guard, access=access)
     return app
 
 
-def serve_archive(archive_dir: str | Path, host: str = "127.0.0.1", port: int = 9096) -> None:
-    """Serve the archive's pages with uvicorn until interrupted."""
+def serve_archive(
+    archive_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 9096,
+    *,
+    access: ReaderAccess | None = None,
+) -> None:
+    """Serve the archive's pages with uvicorn until interrupted.
+
+    ``access`` defaults to the configured reader token and trusted header; off loopback one of
+    them is required (:class:`ConfigError` otherwise).
+    """
     import uvicorn
 
-    uvicorn.run(create_app(Archive(archive_dir)), host=host, port=port, log_level="info")
+    access = access if access is not None else ReaderAccess.from_config(load_config())
+    check_exposure(host, access)
+    uvicorn.run(
+        create_app(Archive(archive_dir), access=access),
+        host=host,
+        port=port,
+        log_level="info",
+        http="h11",
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+    )
 
 
 def href(request: Request, path: str) -> str:
@@ -118,6 +116,7 @@ class _Pages:
     def __init__(self, archive: Archive, templates: Jinja2Templates) -> None:
         self.archive = archive
         self.templates = templates
+        self.reports = ReportCache()
 
     def _page(
         self, request: Request, name: str, context: dict[str, Any], status_code: int = 200
@@ -148,6 +147,9 @@ class _Pages:
             )
         except ConfigError as exc:
             found, problem, status_code = [], str(exc), 400
+        except OverflowError:  # since=999999999999d, until=9999-12-31: beyond any date
+            found, status_code = [], 400
+            problem = "since and until must be dates between the years 1 and 9999"
         values = self.archive.filter_values()
         values["severity"] = sorted(set(values["severity"]) | set(SEVERITIES), key=_rank)
         values["status"] = list(STATUSES)
@@ -189,18 +191,19 @@ class _Pages:
 
     def report(self, request: Request) -> Response:
         run = self._run(request)
-        headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
-        try:
-            path = cached_report(self.archive, run)
-        except ArchiveError:  # a read-only archive: render it for this request only
-            page = report_html(self.archive, run)
-            return HTMLResponse(page, headers=headers)
-        return FileResponse(path, media_type="text/html; charset=utf-8", headers=headers)
+        # frame-ancestors only works as a header (the page's own meta policy cannot carry it).
+        headers = {"Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; frame-ancestors 'none'"}
+        # Never written from here: a page view must not change the archive (or fail on a
+        # read-only one). A fresh report.html from `workbook report` is sent as it is.
+        page = self.reports.page(self.archive, run)
+        if isinstance(page, Path):
+            return FileResponse(page, media_type="text/html; charset=utf-8", headers=headers)
+        return HTMLResponse(page, headers=headers)
 
     def notebook(self, request: Request) -> Response:
         run = self._run(request)
         path = run.path / NOTEBOOK_FILE
-        if not path.is_file():
+        if path.is_symlink() or not path.is_file():  # a link could point anywhere
             raise HTTPException(404, f"the notebook of run {run.run_id} was pruned or is missing")
         return FileResponse(
             path,
@@ -213,7 +216,7 @@ class _Pages:
         run = self._run(request)
         folder = run.path / EVIDENCE_DIR
         files = []
-        if folder.is_dir():
+        if folder.is_dir() and not folder.is_symlink():
             for path in sorted(folder.rglob("*")):
                 if path.is_file() and not path.is_symlink():
                     relative = path.relative_to(folder).as_posix()
@@ -225,7 +228,7 @@ class _Pages:
         name = request.path_params["name"]
         folder = (run.path / EVIDENCE_DIR).resolve()
         parts = name.split("/")
-        if not all(_SAFE_NAME.match(part) for part in parts):
+        if (run.path / EVIDENCE_DIR).is_symlink() or not all(_SAFE_NAME.match(p) for p in parts):
             raise HTTPException(404, "no such evidence file")
         path = folder.joinpath(*parts)
         if path.is_symlink() or not path.resolve().is_relative_to(folder) or not path.is_file():

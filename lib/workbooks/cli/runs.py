@@ -271,13 +271,14 @@ def reindex(session: Session) -> None:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on; any but loopback needs WORKBOOKS_WEBHOOK_TOKEN.",
+    help="Address to listen on; any but loopback needs WORKBOOKS_WEBHOOK_TOKEN, and "
+    "WORKBOOKS_READER_TOKEN or WORKBOOKS_TRUSTED_USER_HEADER for the archive's pages.",
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=9095, show_default=True)
 @click.option(
     "--prometheus",
     metavar="URL",
-    help="Prometheus the runs read [default: WORKBOOKS_PROMETHEUS_URL].",
+    help="Prometheus the runs read, no credentials in it [default: WORKBOOKS_PROMETHEUS_URL].",
 )
 @click.option(
     "--workers",
@@ -300,7 +301,7 @@ def serve(
     Example:
       WORKBOOKS_WEBHOOK_TOKEN=... workbook serve --prometheus http://127.0.0.1:9090
     """
-    from workbooks.service.app import serve as run_service
+    from workbooks.service.server import serve as run_service
 
     config = session.config()
     run_service(

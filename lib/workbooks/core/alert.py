@@ -18,6 +18,9 @@ from workbooks.core.errors import BadAlertError
 
 # Alertmanager writes this for "no end yet" (Go's zero time).
 _ZERO_TIME_YEAR = 1
+# The times an alert may carry: anything else is a broken or hostile sender.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -35,7 +38,14 @@ def _parse_time(value: Any) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    if not _EARLIEST <= moment < _LATEST:
+        # Outside this, windows and index times overflow or sort wrong: refuse, do not run.
+        raise ValueError(f"{_quoted(value)} is outside {_EARLIEST.year}-{_LATEST.year - 1}")
     return moment.astimezone(UTC)
+
+
+def _quoted(value: Any) -> str:
+    return repr(str(value)[:40])
 
 
 class Alert(BaseModel):
@@ -124,6 +134,16 @@ def parse_alert_group(payload: str | bytes | dict[str, Any]) -> AlertGroup:
             raise BadAlertError(
                 f"the alert is not valid JSON ({exc}); expected an Alertmanager webhook payload"
             ) from exc
+        except RecursionError:
+            message = "the alert nests too deeply to be an Alertmanager payload"
+            raise BadAlertError(message) from None
+    try:
+        # A lone surrogate (JSON "\\ud800") is valid JSON but no text: it could not be stored.
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadAlertError("the alert holds text that is not valid Unicode") from None
+    except (RecursionError, ValueError, TypeError):
+        raise BadAlertError("the alert is not a JSON document of an Alertmanager payload") from None
     if not isinstance(payload, dict):
         raise BadAlertError("the alert must be a JSON object (an Alertmanager webhook payload)")
     if "version" in payload and payload["version"] != "4":

@@ -20,6 +20,8 @@ Environment variables win over the file:
 ``WORKBOOKS_WORKERS``               how many workbooks run at once (default: the cores)
 ``WORKBOOKS_NOTIFY``                notification targets, apprise URLs separated by spaces
 ``WORKBOOKS_SHUTDOWN_GRACE_SECONDS`` how long ``workbook serve`` lets running runs finish (20)
+``WORKBOOKS_READER_TOKEN``          token the archive pages require (Bearer, or Basic password)
+``WORKBOOKS_TRUSTED_USER_HEADER``   header a reverse proxy sets for an authenticated user
 ==================================  ===================================================
 
 The file's `routing:` rules (:class:`RoutingRule`) send a team's own alerts to runbooks.
@@ -110,6 +112,10 @@ class ServiceSettings(_Model):
     redis_url: str | None = Field(default=None, repr=False)
     workers: int | None = Field(default=None, ge=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Who may read the archive's pages off loopback: a reader token (Bearer, or Basic with the
+    # token as password), or a reverse proxy's authenticated-user header (docs/archive-access.md).
+    reader_token: str | None = Field(default=None, repr=False)
+    trusted_user_header: str | None = None
 
 
 class NotificationSettings(_Model):
@@ -195,6 +201,8 @@ _ENV_SETTINGS: dict[str, tuple[str, ...]] = {
     "REDIS_URL": ("service", "redis_url"),
     "WORKERS": ("service", "workers"),
     "SHUTDOWN_GRACE_SECONDS": ("service", "shutdown_grace_seconds"),
+    "READER_TOKEN": ("service", "reader_token"),
+    "TRUSTED_USER_HEADER": ("service", "trusted_user_header"),
     "NOTIFY": ("notifications", "targets"),
 }
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pandas as pd
 import requests
@@ -36,6 +36,7 @@ from workbooks.core.errors import (
     SourceUnavailableError,
 )
 from workbooks.core.paths import DEMO_EVIDENCE_DIR, demo_dir
+from workbooks.core.redact import redact_url, refuse_credentials
 
 MANIFEST = "manifest.json"
 # The two named sources; anything else is an http(s) URL or an evidence folder.
@@ -112,13 +113,6 @@ class Source(Protocol):
     def range_query(
         self, name: str, query: str, window: Window, step_seconds: int, *, role: str
     ) -> pd.DataFrame: ...
-
-
-def redact_url(url: str) -> str:
-    """The URL without credentials, query or fragment: safe to archive."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class PrometheusSource:
@@ -337,6 +331,7 @@ def choose_source(
     if evidence is not None:
         return str(Path(evidence).absolute())
     if url and url.strip():
+        refuse_credentials(url)  # a source is a parameter, and parameters are archived
         return url.strip()
     if settings.url:
         return CONFIGURED_PROMETHEUS

@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from workbooks.archive.store import (
     ALERT_FILE,
     EVIDENCE_DIR,
-    FINDINGS_FILE,
     NOTEBOOK_FILE,
     Archive,
     RunRecord,
@@ -25,8 +23,9 @@ from workbooks.archive.store import (
 )
 from workbooks.core.alert import Alert, AlertGroup, parse_alert_group
 from workbooks.core.config import Config, find_config_file
-from workbooks.core.errors import ArchiveError, ConfigError, UnknownRunbookError
+from workbooks.core.errors import ArchiveError, UnknownRunbookError
 from workbooks.core.findings import Finding, findings_from_notebook, ranked
+from workbooks.core.redact import redact_url, refuse_credentials
 from workbooks.notebook.sources import CONFIGURED_PROMETHEUS, archived_source
 from workbooks.running.execution import (
     Execution,
@@ -35,13 +34,8 @@ from workbooks.running.execution import (
     mark_failure,
     read_notebook,
 )
-from workbooks.running.parameters import Parameters, iso
+from workbooks.running.parameters import Parameters
 from workbooks.running.routing import Route, Runbook, configured_runbooks, route
-
-try:
-    from workbooks.core.redact import redact_url
-except ImportError:  # until helper "hardening"'s core/redact.py (THE redaction rule) is merged
-    from workbooks.notebook.sources import redact_url
 
 
 def workbook_parameters(
@@ -56,12 +50,7 @@ def workbook_parameters(
     """The parameters every runbook takes (DESIGN.md), from the alerts routed to it."""
     if not alerts:
         raise ValueError(f"no alerts routed to runbook {runbook.id}")
-    parts = urlsplit(source)
-    if parts.scheme in ("http", "https") and (parts.username or parts.password):
-        raise ConfigError(
-            "put credentials in WORKBOOKS_PROMETHEUS_USERNAME/PASSWORD, not in the URL: "
-            "parameters are written into the archived notebook"
-        )
+    refuse_credentials(source)  # parameters are written into the archived notebook
     return Parameters.from_alerts(
         alerts, group, source=source, lookback=lookback, baseline=baseline
     ).to_dict()
@@ -159,24 +148,13 @@ def _run_route(
         lookback=parameters["lookback"],
         baseline=parameters["baseline"],
     ).with_findings(findings)
-    document = {
-        "incident": record.incident_id,
-        "runbook": record.runbook,
-        "status": record.status,
-        "started_at": iso(record.started_at),
-        "finished_at": iso(record.finished_at),
-        "findings": [finding.to_dict() for finding in findings],
-    }
-    (staging / FINDINGS_FILE).write_text(
-        json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    return archive.commit(staging, record)
+    return archive.commit(staging, record, findings)  # the archive writes findings.json
 
 
 def _recorded_source(source: str, config: Config) -> str:
     """What the notebook read: ``prometheus`` names the configured URL (without credentials)."""
     if source != CONFIGURED_PROMETHEUS or not config.prometheus.url:
-        return source
+        return redact_url(source)
     return redact_url(config.prometheus.url)
 
 

@@ -13,110 +13,47 @@ mid-run) is queued again when the service next starts, or by the recovery pass e
 
 from __future__ import annotations
 
-import argparse
-import functools
-import hmac
-import ipaddress
 import logging
 import os
-import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import uvicorn
 from huey.consumer import Consumer, ConsumerStopped
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from workbooks.archive.access import Guard, ReaderAccess, credentials, token_matches
 from workbooks.archive.store import Archive, RunRecord
 from workbooks.archive.web import create_app
 from workbooks.core.alert import parse_alert_group
-from workbooks.core.config import Config, load_config
+from workbooks.core.config import Config
 from workbooks.core.errors import BadAlertError, ConfigError, UnknownRunbookError, WorkbooksError
 from workbooks.running.routing import Runbook, load_runbooks
 from workbooks.service import notify
-from workbooks.service.intake import Decision, Intake, QueuedRun, RunQueue, plan, recover
+from workbooks.service.intake import Decision, Intake, QueuedRun, plan
+from workbooks.service.metrics import Metrics, QueueDepth
+from workbooks.service.queue import RunQueue, recover
 
 RECOVERY_INTERVAL_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 20.0
 # Not in config.py yet (a ServiceSettings field is proposed): read here, and only here.
 # An idle SQLite queue is polled at most this far apart: the pickup latency of a new run.
 _MAX_POLL_SECONDS = 0.2
-_REJECT_REASONS = ("unauthorized", "too_large", "bad_alert", "unknown_alertname", "unavailable")
+# Routes outside the reader check: /alerts takes the webhook token; the others are for monitors.
+OPEN_PATHS = ("/alerts", "/healthz", "/metrics")
 
 log = logging.getLogger(__name__)
-
-
-class Metrics:
-    """The service's own registry: nothing else in the process leaks into /metrics."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        counter = functools.partial(Counter, registry=self.registry)
-        histogram = functools.partial(Histogram, registry=self.registry)
-        self.received = counter("workbooks_deliveries_received", "Deliveries posted to /alerts.")
-        self.rejected = counter("workbooks_deliveries_rejected", "Refused, by reason.", ["reason"])
-        for reason in _REJECT_REASONS:
-            self.rejected.labels(reason)
-        self.deduplicated = counter(
-            "workbooks_runs_deduplicated", "Runs not queued: those alerts ran within the window."
-        )
-        self.queued = counter("workbooks_runs_queued", "Runs queued.")
-        self.requeued = counter(
-            "workbooks_runs_requeued", "Runs queued again: worker died, or queue lost them."
-        )
-        self.resolved = counter("workbooks_incidents_resolved", "Resolution notices received.")
-        self.running = Gauge("workbooks_runs_running", "Runs now.", registry=self.registry)
-        self.succeeded = counter("workbooks_runs_succeeded", "Runs that succeeded.", ["runbook"])
-        self.failed = counter("workbooks_runs_failed", "Runs that failed.", ["runbook"])
-        self.duration = histogram(
-            "workbooks_run_duration_seconds",
-            "Time a run took, from claim to archive.",
-            ["runbook"],
-            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200),
-        )
-        self.queue_wait = histogram(
-            "workbooks_run_queue_wait_seconds",
-            "Time from a run's acceptance to a worker taking it.",
-            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
-        )
-        self.notifications_sent = counter("workbooks_notifications_sent", "Summaries delivered.")
-        self.notifications_failed = counter(
-            "workbooks_notifications_failed", "Summaries not delivered (per target)."
-        )
-
-
-class _QueueDepth(Collector):
-    """``workbooks_queue_pending``, read from the queue when scraped."""
-
-    def __init__(self, queue: RunQueue) -> None:
-        self.queue = queue
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("workbooks_queue_pending", "Runs waiting in the queue.")
-        try:
-            family.add_metric([], self.queue.pending_count())
-        except Exception:  # a queue that is down shows on /healthz; /metrics stays up
-            return
-        yield family
 
 
 class _Consumer(Consumer):
@@ -148,21 +85,24 @@ class Service:
         )
         self.queue = RunQueue(self.archive.root, config.service.redis_url)
         self.queue.register(self._run_task)
-        self.metrics.registry.register(_QueueDepth(self.queue))
+        self.metrics.registry.register(QueueDepth(self.queue))
         self._runbooks_lock = threading.Lock()
         self._runbooks: tuple[tuple[tuple[str, int], ...], dict[str, Runbook]] = ((), {})
         self._consumer: _Consumer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        self.app = Starlette(
+        self.access = ReaderAccess.from_config(config)
+        routes = Starlette(
             routes=[
                 Route("/alerts", self.post_alerts, methods=["POST"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/metrics", self.get_metrics, methods=["GET"]),
                 # The archive's pages (read-only), so one service is all a team runs.
-                Mount("/", app=create_app(self.archive)),
+                Mount("/", app=create_app(self.archive, access=None)),
             ]
         )
+        # Readers are checked, and security headers added, for every route at once.
+        self.app = Guard(routes, access=self.access, open_paths=OPEN_PATHS)
 
     # -- the HTTP face -----------------------------------------------------------------------
 
@@ -233,10 +173,7 @@ class Service:
         token = self.config.service.webhook_token
         if not token:
             return True
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode("utf-8"), token.encode("utf-8")
-        )
+        return token_matches(credentials(request.headers.get("authorization", ""), "Bearer"), token)
 
     def _reject(
         self, status: int, reason: str, message: str, headers: dict[str, str] | None = None
@@ -272,7 +209,7 @@ class Service:
         )
         with self._runbooks_lock:
             if stamp != self._runbooks[0] or not self._runbooks[1]:
-                self._runbooks = (stamp, load_runbooks(directory))
+                self._runbooks = (stamp, load_runbooks(directory, routing=self.config.routing))
             return self._runbooks[1]
 
     # -- the workers -------------------------------------------------------------------------
@@ -422,6 +359,10 @@ class Service:
         while not self._stopping.wait(RECOVERY_INTERVAL_SECONDS):
             self.recover()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def stop(self, *, grace_seconds: float | None = None) -> None:
         """Let running runs finish for up to ``grace_seconds``; the rest run at the next start.
 
@@ -465,123 +406,3 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
-
-
-def resolve_source(prometheus: str | None, config: Config) -> str:
-    """What runs read: the given URL, else ``prometheus`` (the configured URL and credentials)."""
-    if prometheus:
-        return prometheus
-    if config.prometheus.url:
-        return "prometheus"
-    raise ConfigError(
-        "no metrics source for the runs: set WORKBOOKS_PROMETHEUS_URL (or prometheus.url in "
-        "the config file), or pass --prometheus URL"
-    )
-
-
-def _check_exposure(host: str, config: Config) -> None:
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not config.service.webhook_token:
-        raise ConfigError(
-            f"refusing to listen on {host} without a token: anyone who reaches it could run "
-            "workbooks. Set WORKBOOKS_WEBHOOK_TOKEN, or listen on 127.0.0.1"
-        )
-
-
-def serve(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 9095,
-    config: Config,
-    archive_dir: Path,
-    prometheus: str | None,
-    workers: int | None,
-) -> None:
-    """Run the webhook service until SIGTERM or SIGINT; blocks.
-
-    Raises :class:`ConfigError` for no metrics source, or a non-loopback ``host`` without a
-    webhook token.
-    """
-    source = resolve_source(prometheus, config)
-    _check_exposure(host, config)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("papermill").setLevel(logging.CRITICAL)
-    logging.getLogger("huey").setLevel(logging.WARNING)
-    disable_created_metrics()  # this process is ours: /metrics without *_created noise
-    service = Service(config=config, archive_dir=archive_dir, source=source, workers=workers)
-    signals: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        # uvicorn hands the signal that stopped it back to us; a second one stops at once.
-        signals.append(signum)
-        if service._stopping.is_set():
-            raise KeyboardInterrupt
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
-    service.start()
-    log.info(
-        "accepting alerts on http://%s:%d/alerts: %d workers, %s queue, archive %s",
-        host,
-        port,
-        service.workers,
-        service.queue.backend,
-        service.archive.root,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            service.app,
-            host=host,
-            port=port,
-            lifespan="off",
-            ws="none",
-            access_log=False,
-            log_level="info",
-            timeout_graceful_shutdown=5,
-        )
-    )
-    try:
-        if not signals:  # a signal while starting up: stop right away
-            server.run()
-    finally:
-        service.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m workbooks.service.app``: the same as ``workbook serve``, for scripts and
-    tests."""
-    parser = argparse.ArgumentParser(
-        prog="python -m workbooks.service.app", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9095)
-    parser.add_argument("--config", type=Path, help="YAML config file")
-    parser.add_argument("--archive", type=Path, help="archive folder")
-    parser.add_argument("--prometheus", help="Prometheus URL the runs read")
-    parser.add_argument("--workers", type=int, help="runs at once (0: accept only)")
-    args = parser.parse_args(argv)
-    try:
-        if args.config is not None:
-            # The kernels read the config on their own, from another cwd.
-            os.environ["WORKBOOKS_CONFIG"] = str(args.config.absolute())
-        config = load_config(args.config)
-        serve(
-            host=args.host,
-            port=args.port,
-            config=config,
-            archive_dir=args.archive or config.archive_dir,
-            prometheus=args.prometheus,
-            workers=args.workers,
-        )
-    except WorkbooksError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while stopping
-        parser.exit(130, "stopped without waiting for the running workbooks\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -8,17 +8,13 @@ it, and a run whose worker died is handed out again (:meth:`Intake.orphans`).
 
 A run's life: ``queued`` (accepted, waiting in the queue) -> ``running`` (claimed by a worker,
 which keeps a heartbeat) -> ``succeeded`` or ``failed``. The queue itself is huey's
-(:class:`RunQueue`): ``<archive>/queue.sqlite``, or Redis. :func:`recover` puts back into it
-what a crash took out.
+(:mod:`workbooks.service.queue`): ``<archive>/queue.sqlite``, or Redis.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -30,16 +26,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from huey import RedisHuey, SqliteHuey
+from workbooks.core.errors import ArchiveError
+from workbooks.service.owner import owner_id, owner_is_dead
+from workbooks.service.planning import PlannedRun, alert_fingerprint, plan
 
-from workbooks.archive.store import ALERT_FILE, Archive, incident_id
-from workbooks.core.alert import Alert, AlertGroup, parse_alert_group
-from workbooks.core.errors import ArchiveError, WorkbooksError
-from workbooks.running.routing import Runbook, route
+__all__ = [
+    "Decision",
+    "Intake",
+    "PlannedRun",
+    "QueuedRun",
+    "alert_fingerprint",
+    "owner_id",
+    "plan",
+]
 
 INTAKE_FILE = "intake.sqlite"
-QUEUE_FILE = "queue.sqlite"
-QUEUE_NAME = "workbooks"
 RunState = Literal["queued", "running", "succeeded", "failed"]
 Action = Literal["queued", "deduplicated", "resolved"]
 # A worker renews its claim this often; a claim not renewed for LEASE_SECONDS is taken over.
@@ -51,8 +52,6 @@ REQUEUE_GRACE_SECONDS = 30.0
 _KEEP_FINISHED_SECONDS = 86400.0
 _KEEP_RESOLUTIONS_SECONDS = 7 * 86400.0
 log = logging.getLogger(__name__)
-# Identifies this process even when a restarted one gets the same pid (pid 1 in a container).
-_INSTANCE = uuid.uuid4().hex[:12]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -68,90 +67,6 @@ CREATE INDEX IF NOT EXISTS runs_by_group ON runs (group_key, runbook);
 CREATE TABLE IF NOT EXISTS resolutions (
     incident_id TEXT PRIMARY KEY, ended_at REAL NOT NULL, recorded_at REAL NOT NULL);
 """
-
-
-def owner_id() -> str:
-    """``host:pid:instance``, the claimant a heartbeat and a liveness check refer to."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_INSTANCE}"
-
-
-def _owner_is_dead(owner: str | None) -> bool:
-    """Whether the process behind ``owner`` is certainly gone (only knowable on this host)."""
-    if not owner:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text, _, instance = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return instance != _INSTANCE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
-
-
-def alert_fingerprint(alert: Alert) -> str:
-    """Alertmanager's fingerprint, or one made from the labels when a payload lacks it."""
-    if alert.fingerprint:
-        return alert.fingerprint
-    labels = json.dumps(sorted(alert.labels.items()))
-    return hashlib.sha256(labels.encode("utf-8")).hexdigest()[:16]
-
-
-@dataclass(frozen=True, kw_only=True)
-class PlannedRun:
-    """One runbook's share of a delivery: a run to queue, or (nothing firing) a resolution."""
-
-    runbook: str
-    incident_id: str
-    group_key: str
-    firing: tuple[str, ...]  # sorted fingerprints of the firing alerts
-    ended_at: datetime | None  # the latest endsAt, for a resolution
-    payload: dict[str, Any]  # the delivery narrowed to this runbook's alerts
-
-    @property
-    def resolved(self) -> bool:
-        return not self.firing
-
-    @property
-    def dedup_key(self) -> str:
-        key = json.dumps([self.group_key, self.runbook, list(self.firing)])
-        return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def plan(group: AlertGroup, runbooks: dict[str, Runbook]) -> list[PlannedRun]:
-    """Split a delivery by runbook; raises :class:`UnknownRunbookError` for an unhandled alert.
-
-    Each runbook gets the delivery narrowed to its own alerts, so the runner, given that payload
-    and the runbook id, names the incident exactly as computed here.
-    """
-    payload = group.to_payload()
-    planned = []
-    for each in route(group, runbooks):
-        chosen = {id(alert) for alert in each.alerts}
-        pairs = zip(group.alerts, payload["alerts"], strict=True)
-        alerts = [data for alert, data in pairs if id(alert) in chosen]
-        firing = sorted(alert_fingerprint(a) for a in each.alerts if a.status == "firing")
-        narrowed = {**payload, "alerts": alerts, "status": "firing" if firing else "resolved"}
-        # As the runner names incidents: the group key, and the earliest alert of the group.
-        earliest = min(each.alerts, key=lambda alert: (alert.starts_at, alert.name))
-        ends = [alert.ends_at for alert in each.alerts if alert.ends_at is not None]
-        planned.append(
-            PlannedRun(
-                runbook=each.runbook.id,
-                incident_id=incident_id(group.group_key, earliest.starts_at, earliest.name),
-                group_key=group.group_key,
-                firing=tuple(firing),
-                ended_at=max(ends) if ends else None,
-                payload=narrowed,
-            )
-        )
-    return planned
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -356,7 +271,7 @@ class Intake:
         if row["state"] != "running":
             return False
         silent = now - (row["heartbeat_at"] or 0.0) > self.lease_seconds
-        return silent or _owner_is_dead(row["owner"])
+        return silent or owner_is_dead(row["owner"])
 
     @contextmanager
     def heartbeat(
@@ -484,91 +399,3 @@ def _queued_run(row: sqlite3.Row) -> QueuedRun:
         run_ids=tuple(json.loads(row["run_ids"] or "[]")),
         error=row["error"],
     )
-
-
-class RunQueue:
-    """Where accepted runs wait: huey on SQLite (``<archive>/queue.sqlite``) or on Redis.
-
-    The ledger's task id is the huey task id, so recovery can tell which runs the queue holds.
-    """
-
-    def __init__(self, archive_dir: Path, redis_url: str | None = None) -> None:
-        self.backend: Literal["sqlite", "redis"] = "redis" if redis_url else "sqlite"
-        if redis_url:
-            self.huey = RedisHuey(QUEUE_NAME, url=redis_url, results=False)
-        else:
-            archive_dir.mkdir(parents=True, exist_ok=True)
-            self.huey = SqliteHuey(
-                QUEUE_NAME, filename=str(archive_dir / QUEUE_FILE), results=False
-            )
-        self._task: Any = None
-
-    def register(self, function: Any) -> None:
-        self._task = self.huey.task(name="run_workbook")(function)
-
-    def enqueue(self, run: QueuedRun) -> None:
-        self.huey.enqueue(
-            self._task.s(
-                run.task_id,
-                run.payload,
-                run.runbook,
-                run.source,
-                run.accepted_at,
-                run.incident_id,
-                id=run.task_id,
-            )
-        )
-
-    def pending_ids(self) -> set[str]:
-        return {task.id for task in self.huey.pending()}
-
-    def pending_count(self) -> int:
-        return int(self.huey.pending_count())
-
-
-def recover(intake: Intake, queue: RunQueue, archive: Archive) -> list[QueuedRun]:
-    """Queue again the runs the queue lost or whose worker died; return those queued again.
-
-    A worker that died after archiving its run but before recording it gets its run recorded
-    instead, not run twice.
-    """
-    requeued = []
-    for run in intake.orphans(pending=queue.pending_ids()):
-        if run.state == "running" and _archived_meanwhile(intake, archive, run):
-            continue
-        try:
-            queue.enqueue(run)
-        except Exception as exc:  # the queue is down: the next pass retries
-            log.error("could not queue run %s again (%s)", run.task_id, exc)
-            continue
-        log.warning("run %s (%s, %s) queued again", run.task_id, run.runbook, run.state)
-        requeued.append(run)
-    return requeued
-
-
-def _archived_meanwhile(intake: Intake, archive: Archive, run: QueuedRun) -> bool:
-    # This run's alerts, not just its incident: another firing set may have run meanwhile.
-    claimed = run.claimed_at or run.accepted_at
-    firing = _firing(run.payload)
-    if firing is None:
-        return False
-    done = [
-        record
-        for record in archive.runs(incident=run.incident_id, runbook=run.runbook)
-        if record.started_at.timestamp() >= claimed and _firing(record.path / ALERT_FILE) == firing
-    ]
-    if not done:
-        return False
-    state = "failed" if any(record.status == "failed" for record in done) else "succeeded"
-    run_ids = [record.run_id for record in done]
-    return intake.finish(run.task_id, state, owner=run.owner, run_ids=run_ids)
-
-
-def _firing(payload: dict[str, Any] | Path) -> set[str] | None:
-    try:
-        if isinstance(payload, Path):
-            payload = json.loads(payload.read_text(encoding="utf-8"))
-        group = parse_alert_group(payload)
-    except (OSError, ValueError, WorkbooksError):
-        return None
-    return {alert_fingerprint(alert) for alert in group.firing}

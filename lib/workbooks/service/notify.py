@@ -25,6 +25,7 @@ from workbooks.archive.store import NOTEBOOK_FILE, Archive, RunRecord
 from workbooks.core.config import PROJECT_ROOT, Config
 from workbooks.core.errors import ConfigError, WorkbooksError
 from workbooks.core.findings import Finding, ranked
+from workbooks.core.redact import target_label
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "templates" / "notification.md.j2"
 TOP_FINDINGS = 3
@@ -123,8 +124,8 @@ def send(title: str, body: str, targets: Sequence[str], *, status: str = "succee
     for url in targets:
         plugin = apprise.Apprise.instantiate(url)
         if not plugin:
-            failed.append(_redact(url))
-            log.warning("notification target %s is not a URL apprise knows", _redact(url))
+            failed.append(target_label(url))
+            log.warning("notification target %s is not a URL apprise knows", target_label(url))
             continue
         # Only scheme and host in logs: a path or query may hold a webhook's secret.
         where = urlsplit(plugin.url(privacy=True))
@@ -156,7 +157,7 @@ def notify_run(record: RunRecord, findings: Sequence[Finding], *, config: Config
         title, body = render(record, findings, config=config)
     except ConfigError as exc:
         log.error("no notification for run %s: %s", record.run_id, exc)
-        return Delivery(failed=[_redact(url) for url in targets])
+        return Delivery(failed=[target_label(url) for url in targets])
     return send(title, body, targets, status=record.status)
 
 
@@ -183,11 +184,6 @@ def notify_outcome(
         body = f"Incident `{inert(incident)}`: {inert(error)}\n"
         deliveries.append(send(title, body, config.notifications.targets, status="failed"))
     return deliveries
-
-
-def _redact(url: str) -> str:
-    # Targets carry their secrets in the URL (a Slack webhook's tokens): keep only the scheme.
-    return url.split("://", 1)[0] + "://…" if "://" in url else "(not a URL)"
 
 
 def load_plugins() -> None:
