@@ -208,8 +208,9 @@ def _node_lost(fleet: Fleet) -> None:
     # An unrelated deploy ten minutes earlier restarts another pod (one missed scrape).
     deployed = s.affected["deployed"].split(",")
     fleet.deploy(deployed, NEW_BUILD, minutes_from_onset=-10)
+    restart = np.abs(fleet.grid.times - (fleet.grid.onset - 600)) < 1
     for instance in deployed:
-        fleet.shift(("down", instance), (np.abs(fleet.grid.times - (fleet.grid.onset - 600)) < 1) * 1.0)
+        fleet.shift(("down", instance), restart * 1.0)
     for instance, node in NODES.items():
         if node == s.affected["node"]:
             fleet.shift(("down", instance), fleet.grid.after * 1.0)
