@@ -82,7 +82,6 @@ def status(incident: Incident, up: QueryResult, success: QueryResult) -> Outage:
         subject=_status_subject(outage),
         metric=up.name if outage.down or not outage.failing_probes else success.name,
         observed=float(len(outage.down)),
-        baseline=float(len(targets)),
         unit="targets down",
     )
     incident.record(finding)
@@ -134,7 +133,7 @@ def timeline(incident: Incident, up: QueryResult, outage: Outage) -> None:
     """Section 3.1: which targets went down when: a table per target and targets up over time."""
     if up.empty:
         return
-    rows = ["| target | now | went down | failed scrapes | times down |", "|---|---|---|---|---|"]
+    rows = ["| target | now | went down | samples down | times down |", "|---|---|---|---|---|"]
     for target in sorted(outage.targets, key=lambda t: (not t.down_now, t.went_down is None)):
         rows.append(
             f"| `{target.name}` | {'**down**' if target.down_now else 'up'} | "
@@ -274,11 +273,11 @@ def what_changed(
             onset=outage.onset,
             severity=severity,
             label=label,
-            min_change=0.2,
+            min_change=20.0,
             gap=2.0,
             measure="delta",
-            what="the outage (share of failed scrapes since its onset)",
-            unit="ratio",
+            what="the outage (time down since its onset)",
+            unit="percent",
             subject=subject,
             before=ROLLOUT_BEFORE,
             after=ROLLOUT_AFTER,
@@ -289,14 +288,15 @@ def what_changed(
 
 
 def down_changes(outage: Outage, crashes: Crashes) -> dict[str, float]:
-    """instance -> share of its scrapes failed since the onset (1.0 for a crash-looping pod):
-    what a rollout must explain. A target up now counts 0. Pure."""
+    """instance -> percent of the time since the onset it was down: what a rollout must explain.
+    A target up now counts 0; a crash-looping pod at least 50 (it may answer between restarts,
+    yet serves nothing reliably). Pure."""
     changes = {}
     for target in outage.targets:
+        share = outage.since_onset.get(target.name, 0.0) if target.down_now else 0.0
         if host_of(target.name) in crashes.pods:
-            changes[target.name] = 1.0
-        else:
-            changes[target.name] = outage.since_onset.get(target.name, 0.0) * target.down_now
+            share = max(share, 0.5)
+        changes[target.name] = round(100 * share, 1)
     return changes
 
 

@@ -41,7 +41,7 @@ def nodes(incident: Incident, pods: QueryResult, outage: Outage, crashes: Crashe
     limits = THRESHOLDS.of(incident)
     fallen = [t for t in outage.down if host_of(t.name) not in crashes.pods]
     if not fallen:
-        steps.checked(incident, "nodes: no target is down without restarting")
+        _no_node(incident, outage, "no target is down without restarting", pods.name)
         return
     node_of = _node_of(pods)
     if len(fallen) == len(outage.targets):
@@ -65,7 +65,19 @@ def nodes(incident: Incident, pods: QueryResult, outage: Outage, crashes: Crashe
     if together(fallen, limits["together_seconds"]):
         incident.record(_together_finding(fallen, outage, metric=pods.name))
         return
-    steps.checked(incident, "nodes: the down targets went down at different times")
+    _no_node(incident, outage, "the down targets went down at different times", pods.name)
+
+
+def _no_node(incident: Incident, outage: Outage, why: str, metric: str) -> None:
+    steps.checked(incident, f"nodes: {why}")
+    incident.record(
+        Finding(
+            severity="info",
+            title=f"Not a node or host: {why}",
+            subject={"service": outage.service},
+            metric=metric,
+        )
+    )
 
 
 def _node_of(pods: QueryResult) -> dict[str, str]:
