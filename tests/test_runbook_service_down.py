@@ -263,12 +263,8 @@ def test_a_scraped_target_that_stops_is_named(tmp_path: Path, live_run) -> None:
         prometheus = stack.enter_context(
             start_live_prometheus(
                 [
-                    ScrapeTarget(
-                        "svc-api", healthy.address, {"service": "svc-api", "instance": "api-0"}
-                    ),
-                    ScrapeTarget(
-                        "svc-api", stopping.address, {"service": "svc-api", "instance": "api-1"}
-                    ),
+                    ScrapeTarget("svc-api", healthy.address, {**labels, "instance": "api-0"}),
+                    ScrapeTarget("svc-api", stopping.address, {**labels, "instance": "api-1"}),
                 ],
                 tmp_path / "prom",
             )
