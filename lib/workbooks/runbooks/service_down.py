@@ -141,6 +141,15 @@ def timeline(incident: Incident, up: QueryResult, outage: Outage) -> None:
             f"{target.down_samples} of {target.samples} | {target.down_transitions} |"
         )
     incident.markdown("\n".join(rows))
+    incident.show(
+        charts.timeseries(
+            bands(up.current),
+            title=incident.chart_title(f"Which targets went down when: {outage.service}"),
+            subtitle="one band per target: high = up, low = down",
+            alert_start=pd.Timestamp(incident.starts_at),
+            onset=outage.onset,
+        )
+    )
     counts = analysis.to_wide(up.current, "instance", agg="min").sum(axis=1).rename("targets up")
     before = None
     if up.baseline is not None and not up.baseline.empty:
@@ -155,6 +164,26 @@ def timeline(incident: Incident, up: QueryResult, outage: Outage) -> None:
             alert_start=pd.Timestamp(incident.starts_at),
             onset=outage.onset,
         )
+    )
+    fell = sorted((t for t in outage.targets if t.down_samples), key=lambda t: t.went_down)
+    order = ", ".join(f"{t.name} at {minute(t.went_down)}" for t in fell[:8])
+    incident.record(
+        Finding(
+            severity="info",
+            title=f"Went down, in order: {order}" if fell else "No target missed a scrape",
+            subject={"instance": [t.name for t in fell]} if fell else {"service": outage.service},
+            metric=up.name,
+        )
+    )
+
+
+def bands(frame: pd.DataFrame) -> pd.DataFrame:
+    """``up`` per instance as stacked bands (instance k: k + 0.8 when up, k when down), so a
+    timeline of many 0/1 series stays readable. Pure."""
+    wide = analysis.to_wide(frame, "instance", agg="min").sort_index()
+    columns = sorted(wide.columns, reverse=True)
+    return pd.DataFrame(
+        {name: number + 0.8 * wide[name] for number, name in enumerate(columns)}, index=wide.index
     )
 
 

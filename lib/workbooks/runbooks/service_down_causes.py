@@ -252,6 +252,7 @@ def probes(
     """Section 3.6: a probe failing while the targets are up is the ingress, DNS or TLS."""
     if success.empty:
         return
+    incident.timeseries(success, by="instance")
     incident.timeseries(duration, by="instance")
     if not outage.failing_probes:
         durations = _last(duration.current)
