@@ -26,7 +26,6 @@ from workbooks.runbooks.service_down_causes import probe_reason
 from workbooks.runbooks.service_down_state import (
     THRESHOLDS,
     Outage,
-    regex_of,
     target_of,
     together,
 )
@@ -140,10 +139,6 @@ def test_why_a_probe_fails(code: float, expiry_offset: float | None, reason: str
     expiry = since.timestamp() + expiry_offset if expiry_offset is not None else None
 
     assert probe_reason(code, expiry, since) == reason
-
-
-def test_the_dependency_regex_matches_exactly_the_names() -> None:
-    assert regex_of(["model-store", "db.main"]) == r"model-store|db\.main"
 
 
 def test_a_version_must_explain_time_down_and_crash_loops_count() -> None:

@@ -7,6 +7,7 @@ each reading the :class:`~workbooks.runbooks.service_down_state.Outage` the stat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -21,7 +22,6 @@ from workbooks.runbooks.service_down_state import (
     Target,
     host_of,
     minute,
-    regex_of,
     targets_of,
     together,
 )
@@ -155,8 +155,9 @@ def dependency_names(incident: Incident, upstreams: QueryResult, service: str) -
 def query_dependencies(
     incident: Incident, name: str, dependencies: list[str], *, promql: str | None = None
 ) -> QueryResult | None:
-    """``incident.query(name)`` over the dependencies' ``up``; None (and a note) without any."""
-    if not dependencies and promql is None:
+    """``incident.query(name, service=...)`` once per dependency, as one result; None (and a
+    note) when none is known. ``promql`` replaces the query for every dependency."""
+    if not dependencies:
         incident.record(
             Finding(
                 severity="info",
@@ -166,7 +167,14 @@ def query_dependencies(
             )
         )
         return None
-    return incident.query(name, promql=promql, dependencies=regex_of(dependencies))
+    results = [incident.query(name, promql=promql, service=each) for each in dependencies]
+    found = [r for r in results if not r.empty]
+    combined = replace(results[0], title="dependencies: up (1) or down (0)")
+    if found:
+        combined.current = pd.concat([r.current for r in found], ignore_index=True)
+        baselines = [r.baseline for r in found if r.baseline is not None and not r.baseline.empty]
+        combined.baseline = pd.concat(baselines, ignore_index=True) if baselines else None
+    return combined
 
 
 def dependencies(incident: Incident, up: QueryResult | None, outage: Outage) -> None:

@@ -59,11 +59,6 @@ def scope(incident: Incident) -> dict[str, str]:
     return {"service": ""}
 
 
-def regex_of(names: list[str]) -> str:
-    """An anchored PromQL regex matching exactly ``names`` (dots and the like escaped)."""
-    return "|".join(re.sub(r"([.+*?()\[\]{}^$|\\])", r"\\\1", name) for name in names)
-
-
 @dataclass(frozen=True)
 class Target:
     """One scrape target (or probed URL) over the window: when it went down, is it down now."""
