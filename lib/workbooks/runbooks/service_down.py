@@ -70,9 +70,8 @@ def status(incident: Incident, up: QueryResult, success: QueryResult) -> Outage:
     severity: Severity = limits.severity(outage.share_down, "down_share")
     if outage.failing_probes:
         severity = "critical"  # users cannot reach the service through its front door
-    end = pd.Timestamp(up.current["timestamp"].max()) if not up.empty else None
     since_onset = down_shares(up.current, outage.onset)
-    outage = replace(outage, severity=severity, end=end, since_onset=since_onset)
+    outage = replace(outage, severity=severity, since_onset=since_onset)
     if not targets and not found:
         steps.checked(incident, "status: no target or probe data for the service")
         return outage

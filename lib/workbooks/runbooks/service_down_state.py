@@ -85,7 +85,6 @@ class Outage:
     targets: tuple[Target, ...] = ()
     probes: tuple[Target, ...] = ()
     severity: Severity = "info"
-    end: pd.Timestamp | None = None
     # instance -> share of its scrapes that failed from the onset on
     since_onset: Mapping[str, float] = field(default_factory=dict)
 
