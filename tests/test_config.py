@@ -436,3 +436,20 @@ def test_a_runbook_block_with_a_misspelt_key_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"runbooks\.high-latency\.treshold"):
         load_config(path, env={})
+
+
+def test_dependencies_per_service_are_read_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "workbooks.yaml"
+    path.write_text("dependencies:\n  inference-api: [model-store, feature-db]\n")
+
+    config = load_config(path, env={})
+
+    assert config.dependencies == {"inference-api": ["model-store", "feature-db"]}
+
+
+def test_dependencies_must_be_a_list_of_names(tmp_path: Path) -> None:
+    path = tmp_path / "workbooks.yaml"
+    path.write_text("dependencies:\n  inference-api: model-store\n")
+
+    with pytest.raises(ConfigError, match=r"dependencies\.inference-api"):
+        load_config(path, env={})

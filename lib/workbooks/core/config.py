@@ -171,6 +171,9 @@ class Config(_Model):
     queries: dict[str, Any] = Field(default_factory=dict)
     routing: list[RoutingRule] = Field(default_factory=list)
     runbooks: dict[str, RunbookSettings] = Field(default_factory=dict)
+    # service -> the services it needs (``dependencies: {inference-api: [model-store]}``):
+    # the service-down runbook checks whether one of them went down first.
+    dependencies: dict[str, list[str]] = Field(default_factory=dict)
     cell_timeout_seconds: float = Field(default=120.0, gt=0)
     run_timeout_seconds: float = Field(default=600.0, gt=0)
     now: datetime | None = None
