@@ -35,7 +35,7 @@ def still_happening(incident: Incident, by_code: QueryResult) -> steps.Recent | 
         by_code,
         by="code",
         severity=THRESHOLDS.of(incident).ladder("error_ratio"),
-        what="error share of code",
+        what="error share",
         unit="ratio",
     )
 
@@ -58,10 +58,13 @@ def blast_radius(incident: Incident, by_instance: QueryResult, by_route: QueryRe
         return
     text = "; ".join(parts)
     steps.checked(incident, f"blast radius of the 5xx share since the alert: {text}")
+    title = f"Blast radius: server errors rose on {text}"
+    if all(part.startswith("0 of") for part in parts):
+        title = "Blast radius: server errors did not rise on any instance or route"
     incident.record(
         Finding(
             severity="info",
-            title=f"Blast radius: server errors rose on {text}",
+            title=title,
             subject={"service": incident.service},
             metric=by_instance.name,
         )
@@ -178,8 +181,8 @@ def server_or_client(
             Finding(
                 severity="info",
                 title=f"Server errors: code {steps.join(rose)} rose ({numbers}). A 503 usually "
-                "means a dependency failing or load being shed (3.4, 3.5), a 500 a bug or a "
-                "failing model call (3.3, 3.5)",
+                "means a dependency failing or load being shed (3.5), a 500 a bug or a "
+                "failing model call (3.4, 3.6)",
                 subject={"code": rose},
                 metric=by_code.name,
             )
@@ -201,7 +204,7 @@ def _client_errors(
         incident,
         by_code,
         narrowed,
-        what="Not server errors: the share of requests answered with",
+        what="Not server errors: responses",
         cause="traffic" if limited else "external",
         recommendation=(
             "The service is healthy and refuses requests: find the client behind the "
@@ -274,7 +277,7 @@ def dependencies(incident: Incident, upstreams: QueryResult, onset: analysis.Ons
             incident,
             upstreams,
             found,
-            what="Share of calls failing",
+            what="Errors",
             cause="dependency",
             recommendation="Check upstream {values}: its dashboard, status page and recent "
             "deploys, and page its owners. Meanwhile open its circuit breaker or serve a "
@@ -296,14 +299,16 @@ def models(
         return
     result, found = named[0]
     both = {f.by: list(f.culprits) for _, f in named}
-    what = "Share of model calls failing"
+    also = ""
     if len(named) == 2:
-        what += f" (model {steps.join(both['model'])})"
+        model_change = steps.ratio_text(named[1][1].change)
+        also = f"; model {steps.join(both['model'])}, which serves it, rose {model_change} with it"
     judge.record_culprit(
         incident,
         result,
         found,
-        what=what,
+        what="Failed model calls",
+        suffix=also,
         cause="data" if found.by == "modality" else "dependency",
         recommendation="Read the model server's errors for {values}: a bad input type or "
         "preprocessing, or the model failing to load. Route it away from the failing model, "

@@ -83,14 +83,14 @@ def burn_rate(
             charts.timeseries(
                 pd.concat(frames, ignore_index=True),
                 by="window",
-                title=incident.chart_title(f"Error-budget burn rate (SLO {slo:.2%})"),
+                title=incident.chart_title(f"Error-budget burn rate (SLO {100 * slo:g}%)"),
                 alert_start=pd.Timestamp(incident.starts_at),
                 limit=fast,
                 limit_label=f"fast burn {fast:g}x",
             )
         )
     incident.record(_finding(incident, burn))
-    steps.checked(incident, f"burn rate: {_rates_text(burn)} against SLO {slo:.2%}")
+    steps.checked(incident, f"burn rate: {_rates_text(burn)} against SLO {100 * slo:g}%")
     return burn
 
 
@@ -100,7 +100,7 @@ def _rates_text(burn: Burn) -> str:
 
 def _finding(incident: Incident, burn: Burn) -> Finding:
     severity = burn.severity
-    slo = f"the {burn.objective:.2%} SLO"
+    slo = f"the {100 * burn.objective:g}% SLO"
     rates = _rates_text(burn)
     left = ""
     if burn.hours_left:
@@ -110,7 +110,11 @@ def _finding(incident: Incident, burn: Burn) -> Finding:
     elif severity == "warning":
         title = f"Slow burn of {slo}: {rates}, 30m and 6h both above {burn.slow:g}x{left}"
     else:
-        title = f"The error budget of {slo} is not burning fast: {_rates_text(burn)}"
+        title = (
+            f"The error budget of {slo} burns below the paging and ticket thresholds: {rates} "
+            f"(fast burn: 5m and 1h above {burn.fast:g}x; slow: 30m and 6h above {burn.slow:g}x)"
+            f"{left}"
+        )
     return Finding(
         severity=severity,
         title=title,

@@ -90,6 +90,7 @@ def record_culprit(
     cause: Cause,
     recommendation: str,
     subject: dict[str, list[str]] | None = None,
+    suffix: str = "",
 ) -> Finding:
     """Record the culprits of ``found``: a cause, or a symptom when a cause was named above."""
     explained = cause_named(incident)
@@ -103,10 +104,12 @@ def record_culprit(
         cause=None if explained else cause,
         recommendation=None if explained else recommendation,
     )
-    if subject:
-        finding = replace(finding, subject={**finding.subject, **subject})
+    if subject or suffix:
+        finding = replace(
+            finding, subject={**finding.subject, **(subject or {})}, title=finding.title + suffix
+        )
     if explained:
-        title = finding.title if finding.title.endswith("above)") else finding.title + FOLLOWS
+        title = finding.title if "above)" in finding.title else finding.title + FOLLOWS
         # A consequence is worth seeing, never ranked with the cause.
         severity = max(finding.severity, "warning", key=SEVERITIES.index)
         finding = replace(finding, title=title, severity=severity)
