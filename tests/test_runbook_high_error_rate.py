@@ -74,7 +74,7 @@ def causes(findings: list[Finding]) -> list[Finding]:
 
 def failing(share: float) -> QueryResult:
     """The 5xx share over one window, constant over the incident's window."""
-    return result("high_error_rate_over", None, {"": (share, share)})
+    return result("high_error_rate_over_1h", None, {"": (share, share)})
 
 
 def test_a_fast_burn_needs_both_the_5m_and_the_1h_rate_above_14_4x() -> None:
@@ -106,7 +106,7 @@ def test_a_slow_burn_is_a_warning_and_a_service_objective_comes_from_the_config(
     results = {w: failing(0.008) for w in ("5m", "1h", "30m", "6h")}
     high_error_rate.burn_rate(case, results)
 
-    (burn,) = [f for f in case.findings if f.metric == "high_error_rate_over"]
+    (burn,) = [f for f in case.findings if f.metric == "high_error_rate_over_1h"]
     assert burn.severity == "warning"
     assert burn.title.startswith("Slow burn of the 99.9% SLO")
     assert burn.observed == pytest.approx(8.0, rel=0.15)  # the 1-hour rate, noise aside

@@ -119,7 +119,7 @@ def _finding(incident: Incident, burn: Burn) -> Finding:
         severity=severity,
         title=title,
         subject={"service": incident.service},
-        metric="high_error_rate_over",
+        metric="high_error_rate_over_1h",
         observed=burn.rates.get("1h"),
         baseline=1.0,
         unit=None,

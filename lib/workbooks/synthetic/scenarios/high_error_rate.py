@@ -13,8 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from workbooks.synthetic.scenarios.families import BUILD_INFO, MODEL_INFO
-from workbooks.synthetic.scenarios.fleet import INSTANCES, MODEL, NEW_BUILD, NEW_VERSION, ROUTES
-from workbooks.synthetic.scenarios.fleet import Fleet
+from workbooks.synthetic.scenarios.fleet import (
+    INSTANCES,
+    MODEL,
+    NEW_BUILD,
+    NEW_VERSION,
+    ROUTES,
+    Fleet,
+)
 from workbooks.synthetic.scenarios.openmetrics import Family, Group, ints
 from workbooks.synthetic.scenarios.scenario import AlertRule, Case, Cause
 
@@ -217,7 +223,8 @@ def _bad_build(fleet: Fleet) -> None:
     # The service's own build fails on every route of the instances it reached.
     s = fleet.scenario
     deployed = s.affected["instance"].split(",")
-    fleet.deploy(deployed, s.affected["version"])
+    # A hot reload: the process keeps running (and its counters), so the failures alone mark it.
+    fleet.deploy(deployed, s.affected["version"], restart=False)
     for instance in deployed:
         for route in ROUTES:
             _server_errors(fleet, instance, route, _shape(fleet, s.magnitude), "500")
