@@ -26,17 +26,19 @@ from workbooks.synthetic.scenarios.scenario import AlertRule, Case, Cause
 
 RUNBOOK = "high-error-rate"
 
-_RATIO = (
-    'sum by (service) (rate(http_requests_total{{service="{s}",code=~"5.."}}[5m]))'
-    ' / sum by (service) (rate(http_requests_total{{service="{s}"}}[5m]))'
+_SHARE = (
+    'sum by (service) (rate(http_requests_total{{code=~"5..|429"}}[5m]{o}))'
+    " / sum by (service) (rate(http_requests_total[5m]{o}))"
 )
 ALERT = AlertRule(
     alertname="HighErrorRate",
     severity="critical",
-    expr="sum by (service) (rate(http_requests_total{code=~\"5..|429\"}[5m] $S)) / "
-    "sum by (service) (rate(http_requests_total[5m] $S)) > 0.02",
+    # The team's rule covers every service; the alert's `service` label says which one fired.
+    expr=f"{_SHARE.format(o='')} > 0.01 and {_SHARE.format(o='')} > 2 * "
+    f"{_SHARE.format(o=' offset 1d')}",
     summary="High error rate on {service}",
-    description="More than 2% of the requests to {service} fail (5xx or 429) for 5 minutes.",
+    description="More than 1% of the requests to {service} fail (5xx or 429), over twice the "
+    "share of a day earlier, for 5 minutes.",
 )
 
 # Normal share of each code per route: /v1/audio fails most (undecodable audio).
