@@ -453,3 +453,19 @@ def test_dependencies_must_be_a_list_of_names(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"dependencies\.inference-api"):
         load_config(path, env={})
+
+
+def test_slo_objectives_default_and_per_service(tmp_path: Path) -> None:
+    assert load_config(env={}).slo.availability_for("inference-api") == 0.995
+    path = write(
+        tmp_path / "w.yaml", "slo:\n  availability: 0.99\n  services:\n    checkout: 0.999\n"
+    )
+    slo = load_config(path, env={}).slo
+    assert slo.availability_for("checkout") == 0.999
+    assert slo.availability_for("search") == 0.99
+
+
+def test_an_slo_objective_of_100_percent_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "w.yaml", "slo:\n  services:\n    checkout: 1.0\n")
+    with pytest.raises(ConfigError, match="slo"):
+        load_config(path, env={})

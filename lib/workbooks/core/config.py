@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -161,6 +161,20 @@ class RunbookSettings(_Model):
     thresholds: dict[str, float] = Field(default_factory=dict)
 
 
+class SLOSettings(_Model):
+    """Availability objectives: ``slo: {availability: 0.995, services: {checkout: 0.999}}``.
+
+    The share of requests that must not fail (5xx); error-budget burn rates are read against it.
+    """
+
+    availability: float = Field(default=0.995, gt=0, lt=1)
+    services: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=dict)
+
+    def availability_for(self, service: str) -> float:
+        """The service's own objective, else the default."""
+        return self.services.get(service, self.availability)
+
+
 class Config(_Model):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     archive: str = "archive"
@@ -174,6 +188,7 @@ class Config(_Model):
     # service -> the services it needs (``dependencies: {inference-api: [model-store]}``):
     # the service-down runbook checks whether one of them went down first.
     dependencies: dict[str, list[str]] = Field(default_factory=dict)
+    slo: SLOSettings = Field(default_factory=SLOSettings)
     cell_timeout_seconds: float = Field(default=120.0, gt=0)
     run_timeout_seconds: float = Field(default=600.0, gt=0)
     now: datetime | None = None

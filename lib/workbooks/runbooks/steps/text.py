@@ -14,8 +14,10 @@ def join(values: Sequence[str]) -> str:
 
 
 def plural(label: str, count: int) -> str:
-    """``route`` or ``routes``; ``instance`` or ``instances``."""
-    return label if count == 1 else f"{label}s"
+    """``route`` or ``routes``; ``instance`` or ``instances``; ``modality`` or ``modalities``."""
+    if count == 1:
+        return label
+    return f"{label[:-1]}ies" if label.endswith("y") else f"{label}s"
 
 
 def change_text(current: float | None, baseline: float | None, unit: str | None) -> str:
