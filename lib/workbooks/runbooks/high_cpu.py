@@ -10,6 +10,7 @@ overrides them under ``runbooks: {high-cpu: {thresholds: ...}}``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 
@@ -133,22 +134,21 @@ def where(
         spread = "spread across every instance" if cpu.spread else "no instance stands out"
         steps.checked(incident, f"CPU by instance: {spread}")
         return
-    incident.record(
-        steps.culprit_finding(
-            incident,
-            by_instance,
-            cpu,
-            what="CPU",
-            unit="cores",
-            severity=limits.ladder("cpu_ratio"),
-            cause="instance",
-            recommendation=(
-                "Profile {values} while it burns (py-spy dump --pid <pid>, or kubectl exec "
-                "<pod> -- py-spy dump --pid 1), then restart it (kubectl delete pod {values}); "
-                "its requests did not rise with its CPU."
-            ),
-        )
+    finding = steps.culprit_finding(
+        incident,
+        by_instance,
+        cpu,
+        what="CPU",
+        unit="cores",
+        severity=limits.ladder("cpu_ratio"),
+        cause="instance",
+        recommendation=(
+            "Profile {values} while it burns (py-spy dump --pid <pid>, or kubectl exec <pod> "
+            "-- py-spy dump --pid 1), then restart it (kubectl delete pod {values})."
+        ),
     )
+    # Explained by a version named above: its fix is the rollback, not a restart.
+    incident.record(finding if finding.cause else replace(finding, recommendation=None))
 
 
 def _instances(

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from workbooks.core.findings import Finding, format_value
+from workbooks.core.findings import SEVERITIES, Finding, Severity, format_value
 from workbooks.notebook import analysis
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import steps
@@ -136,57 +136,87 @@ def _last_by_instance(result: QueryResult) -> dict[str, float]:
 def host(
     incident: Incident,
     node_busy: QueryResult,
+    node_modes: QueryResult,
     others: QueryResult,
     onset: analysis.Onset | None = None,
 ) -> None:
-    """Hosts busier with work that is not the service: a neighbour (or the node's own daemons)."""
-    if others.empty or others.baseline is None or others.baseline.empty:
+    """Hosts busy with work that is not the service: a neighbour (or the node's own daemons).
+
+    A host is named when the CPU used by others rose against its baseline, or when it is busy
+    now and mostly not with the service (a host saturated by others all along).
+    """
+    if others.empty:
         steps.checked(incident, "hosts: no node_exporter data for the service's nodes")
         return
-    limits = THRESHOLDS.of(incident)
     incident.timeseries(others, by="instance", onset=_start(incident, onset))
     if not node_busy.empty:
         incident.timeseries(node_busy, by="instance", onset=_start(incident, onset))
     since = pd.Timestamp(incident.starts_at)
     table = analysis.top_contributors(others.current, others.baseline, by="instance", since=since)
-    table = table.sort_values("delta", ascending=False, kind="stable")
-    busy = table[table["delta"] >= limits["neighbour_cores_warning"]]
+    busy_cores = _busy_cores(node_modes, since)
     shares = _last_by_instance(node_busy)
-    if busy.empty:
-        top = table.iloc[0]
+    named = [
+        (row, grade)
+        for _, row in table.sort_values("delta", ascending=False, kind="stable").iterrows()
+        if (grade := _neighbour_grade(incident, row, busy_cores, shares)) != "info"
+    ]
+    if not named:
+        top = table.sort_values("delta", ascending=False, kind="stable").iloc[0]
+        change = float(top["delta"]) if math.isfinite(float(top["delta"])) else 0.0
         steps.checked(
             incident,
-            f"hosts: no host is busier with other work (largest rise {top['instance']}, "
-            f"{format_value(float(top['delta']), 'cores')})",
+            f"hosts: none is busy with other work (largest change in others' CPU "
+            f"{change:+.2f} cores, on {top['instance']})",
         )
         incident.record(
             Finding(
                 severity="info",
-                title="No host is busier with other work than the service: not a neighbour "
-                f"(largest rise {format_value(float(top['delta']), 'cores')} on {top['instance']})",
+                title="No host is busy with other work than the service: not a neighbour "
+                f"(largest change {change:+.2f} cores, on {top['instance']})",
                 subject={"instance": str(top["instance"])},
                 metric=others.name,
             )
         )
         return
-    for _, row in busy.iterrows():
-        incident.record(_neighbour_finding(incident, row, shares, others.name))
+    for row, grade in named:
+        incident.record(_neighbour_finding(row, grade, shares, others.name))
+
+
+def _busy_cores(node_modes: QueryResult, since: pd.Timestamp) -> dict[str, float]:
+    if node_modes.empty:
+        return {}
+    stamps = pd.to_datetime(node_modes.current["timestamp"], utc=True)
+    start = since.tz_localize("UTC") if since.tzinfo is None else since
+    frame = node_modes.current[(stamps >= start).to_numpy()]
+    per_time = frame.groupby(["instance", "timestamp"])["value"].sum()
+    return {str(k): float(v) for k, v in per_time.groupby(level="instance").median().items()}
+
+
+def _neighbour_grade(
+    incident: Incident, row: pd.Series, busy_cores: dict[str, float], shares: dict[str, float]
+) -> Severity:
+    limits = THRESHOLDS.of(incident)
+    node = str(row["instance"])
+    delta = float(row["delta"]) if math.isfinite(float(row["delta"])) else 0.0
+    risen = limits.severity(delta, "neighbour_cores")
+    busy = busy_cores.get(node)
+    mostly_others = bool(busy) and float(row["current"]) >= limits["others_share"] * busy
+    saturated = limits.severity(shares.get(node), "node_busy") if mostly_others else "info"
+    return min(risen, saturated, key=SEVERITIES.index)
 
 
 def _neighbour_finding(
-    incident: Incident, row: pd.Series, shares: dict[str, float], metric: str
+    row: pd.Series, severity: Severity, shares: dict[str, float], metric: str
 ) -> Finding:
-    limits = THRESHOLDS.of(incident)
     node = str(row["instance"])
     share = shares.get(node)
-    busy = f", the host {share:.0%} busy" if share is not None else ""
-    severity = limits.severity(float(row["delta"]), "neighbour_cores")
+    busy = f"; the host is {share:.0%} busy" if share is not None else ""
+    numbers = steps.change_text(float(row["current"]), float(row["baseline"]), "cores")
     return Finding(
         severity=severity,
         title=(
-            f"Host {node} is busy with something else: other processes use "
-            f"{format_value(float(row['delta']), 'cores')} more than in its baseline "
-            f"({steps.change_text(float(row['current']), float(row['baseline']), 'cores')}"
+            f"Host {node} is busy with something else: processes other than the service use "
+            f"{format_value(float(row['current']), 'cores')} ({numbers} against its baseline"
             f"{busy}), while the service's own CPU there is not what rose"
         ),
         detail="Host busy cores (node_cpu_seconds_total, every mode but idle) minus the "

@@ -32,6 +32,11 @@ THRESHOLDS = steps.Thresholds(
     # Cores a host spends on anything but the service, rise against the baseline.
     neighbour_cores_critical=1.5,
     neighbour_cores_warning=0.5,
+    # A host this busy (share of its cores) with others using at least `others_share` of what
+    # is busy is busy with something else, even when it was as busy in the baseline.
+    node_busy_critical=0.9,
+    node_busy_warning=0.75,
+    others_share=0.5,
 )
 
 
