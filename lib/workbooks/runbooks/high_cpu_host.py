@@ -212,13 +212,21 @@ def _neighbour_finding(
     share = shares.get(node)
     busy = f"; the host is {share:.0%} busy" if share is not None else ""
     numbers = steps.change_text(float(row["current"]), float(row["baseline"]), "cores")
+    others = format_value(float(row["current"]), "cores")
+    if float(row["delta"]) > 0.1 * max(float(row["baseline"]), 1.0):
+        title = (
+            f"Host {node} is busy with something else: processes other than the service use "
+            f"{others} ({numbers} against its baseline{busy}), and the service's own CPU is "
+            "not what rose"
+        )
+    else:
+        title = (
+            f"Host {node} is busy mostly with something else, as in its baseline: processes "
+            f"other than the service use {others} ({numbers}{busy})"
+        )
     return Finding(
         severity=severity,
-        title=(
-            f"Host {node} is busy with something else: processes other than the service use "
-            f"{format_value(float(row['current']), 'cores')} ({numbers} against its baseline"
-            f"{busy}), while the service's own CPU there is not what rose"
-        ),
+        title=title,
         detail="Host busy cores (node_cpu_seconds_total, every mode but idle) minus the "
         "service's process CPU on that host.",
         subject={"instance": node},
