@@ -101,7 +101,8 @@ def _files_free(fleet: Fleet) -> list[Group]:
     groups = []
     for mountpoint, disk in DISKS.items():
         jitter = fleet.grid.rng("inodes", mountpoint).normal(0.0, 0.0005, fleet.grid.times.size)
-        used = disk.inodes * (disk.inodes_used_share + jitter) + fleet.offset(("inodes", mountpoint))
+        used = disk.inodes * (disk.inodes_used_share + jitter)
+        used = used + fleet.offset(("inodes", mountpoint))
         free = np.clip(disk.inodes - used, 0.0, disk.inodes)
         groups.append(_series(fleet, "node_filesystem_files_free", mountpoint, ints(free)))
     return groups
@@ -138,7 +139,8 @@ def _disk(fleet: Fleet) -> str:
     s = fleet.scenario
     mountpoint = s.affected["mountpoint"]
     if DISKS[mountpoint].device != s.affected["device"]:
-        raise ValueError(f"{mountpoint} is on {DISKS[mountpoint].device}, not {s.affected['device']}")
+        device = DISKS[mountpoint].device
+        raise ValueError(f"{mountpoint} is on {device}, not {s.affected['device']}")
     return mountpoint
 
 
@@ -182,7 +184,8 @@ def _flat_high(fleet: Fleet) -> None:
     # Full for weeks, as in its baseline: the alert's threshold is below where it lives.
     mountpoint = _disk(fleet)
     disk = DISKS[mountpoint]
-    fleet.shift(("used", mountpoint), (fleet.scenario.magnitude - disk.used_share) * disk.size_bytes)
+    extra = (fleet.scenario.magnitude - disk.used_share) * disk.size_bytes
+    fleet.shift(("used", mountpoint), extra)
 
 
 CAUSES = (

@@ -151,8 +151,10 @@ class Scenario:
         """The Alertmanager webhook (version 4) for this incident, firing, culprit not named."""
         rule = registry.runbook(self.runbook).alert
         labels = {"alertname": rule.alertname, "service": self.service, "severity": rule.severity}
-        labels |= {name: value.format(service=self.service, **self.affected)
-                   for name, value in rule.labels.items()}
+        labels |= {
+            name: value.format(service=self.service, **self.affected)
+            for name, value in rule.labels.items()
+        }
         annotations = {
             "summary": rule.summary.format(service=self.service),
             "description": rule.description.format(service=self.service),
