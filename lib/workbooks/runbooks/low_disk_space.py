@@ -10,17 +10,23 @@ team overrides them under ``runbooks: {low-disk-space: {thresholds: ...}}``.
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 import pandas as pd
 
-from workbooks.core.findings import Finding, Severity, format_value
+from workbooks.core.findings import Finding, Severity
 from workbooks.notebook import charts
-from workbooks.notebook.display import human_duration
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import steps
 from workbooks.runbooks.low_disk_space_fs import Filesystem, Usage, filesystems, hours
+from workbooks.runbooks.low_disk_space_text import (
+    bytes_advice,
+    from_version,
+    inodes_advice,
+    pct,
+    size_text,
+    state,
+)
 
 THRESHOLDS = steps.Thresholds(
     "low-disk-space",
@@ -83,11 +89,11 @@ def still_happening(incident: Incident, disks: list[Filesystem]) -> None:
     fs = next((d for d in disks if d.mountpoint == named), disks[0])
     worst = _worst_resource(fs, incident)
     severity = "critical" if fs.readonly else grade(fs, worst, incident)
-    state = _state(fs, worst)
+    now = state(fs, worst)
     title = (
-        f"Still happening: {state}"
+        f"Still happening: {now}"
         if severity != "info"
-        else f"Not urgent now: {state}; below {_pct(THRESHOLDS.of(incident)['used_share_warning'])}"
+        else f"Not urgent now: {now}; below {pct(THRESHOLDS.of(incident)['used_share_warning'])}"
         " and not filling"
     )
     finding = Finding(
@@ -101,7 +107,7 @@ def still_happening(incident: Incident, disks: list[Filesystem]) -> None:
     )
     incident.record(finding)
     steps.symptom(incident, ongoing=severity != "info", finding=finding)
-    steps.checked(incident, f"still happening: {'yes' if severity != 'info' else 'no'} ({state})")
+    steps.checked(incident, f"still happening: {'yes' if severity != 'info' else 'no'} ({now})")
 
 
 def overview(incident: Incident, disks: list[Filesystem], used: QueryResult) -> None:
@@ -149,7 +155,8 @@ def projection(incident: Incident, disks: list[Filesystem], avail: QueryResult) 
         [lines.iloc[-1, 0], end_value], index=pd.DatetimeIndex([last, last + ahead])
     )
     lines = lines.reindex(lines.index.union(projected.index))
-    lines[f"projected: full {_when(incident, ttl)}"] = projected
+    full_at = pd.Timestamp(incident.window.end) + ttl
+    lines[f"projected (full {full_at:%H:%M} UTC)"] = projected
     incident.show(
         charts.timeseries(
             lines,
@@ -191,7 +198,7 @@ def what_changed(
             downloads[fs.mountpoint] = rollout.version
         where = (
             "; "
-            + ", ".join(f"{fs.mountpoint} jumped by {_bytes(fs.bytes.step)}" for fs in stepped)
+            + ", ".join(f"{fs.mountpoint} jumped by {size_text(fs.bytes.step)}" for fs in stepped)
             + " right after (its weights downloaded)"
             if stepped
             else "; no filesystem jumped near it"
@@ -213,12 +220,29 @@ def culprits(
 ) -> None:
     """Section 3.4: every filesystem at risk, most urgent first, each with what to do."""
     downloads = downloads or {}
+    quiet = []
     for fs in disks:
         finding = _finding(incident, fs, downloads.get(fs.mountpoint))
         if finding is not None:
             incident.record(finding)
         else:
-            steps.checked(incident, f"{fs.mountpoint}: {_state(fs, _worst_resource(fs, incident))}")
+            quiet.append(fs)
+            steps.checked(incident, f"{fs.mountpoint}: {state(fs, _worst_resource(fs, incident))}")
+    if quiet and len(quiet) < len(disks):
+        # The blast radius, and why the fullest volume is not blamed for its size.
+        listed = "; ".join(
+            f"{fs.mountpoint} {pct(fs.bytes.share)} ({fs.bytes.shape})"
+            for fs in sorted(quiet, key=lambda d: -d.bytes.share)
+        )
+        incident.record(
+            Finding(
+                severity="info",
+                title=f"{len(disks) - len(quiet)} of {len(disks)} filesystems of {_host(incident)} "
+                f"at risk; the others are not filling or near full: {listed}",
+                subject={"instance": _host(incident)},
+                metric="low_disk_space_used_share",
+            )
+        )
 
 
 def _finding(incident: Incident, fs: Filesystem, version: str | None) -> Finding | None:
@@ -230,24 +254,25 @@ def _finding(incident: Incident, fs: Filesystem, version: str | None) -> Finding
         if fs.bytes.shape == "step":
             return Finding(
                 severity="info",
-                title=f"{fs.mountpoint} jumped by {_bytes(fs.bytes.step)} at "
-                f"{fs.bytes.onset.at:%H:%M} UTC{_from(version)}, then flat; "
-                f"{_pct(fs.bytes.share)} used: not at risk",
+                title=f"{fs.mountpoint} jumped by {size_text(fs.bytes.step)} at "
+                f"{fs.bytes.onset.at:%H:%M} UTC{from_version(version)}, then flat; "
+                f"{pct(fs.bytes.share)} used: not at risk",
                 subject=_subject(incident, fs),
                 metric="low_disk_space_avail_bytes",
             )
         return None
     inodes = worst is fs.inodes
+    host, end = _host(incident), incident.window.end
     return Finding(
         severity=severity,
-        title=_state(fs, worst, version=version),
+        title=state(fs, worst, version=version),
         subject=_subject(incident, fs),
         metric="low_disk_space_inodes_used_share" if inodes else "low_disk_space_used_share",
         observed=worst.share,
         baseline=worst.baseline_share,
         unit="ratio",
         recommendation=(
-            _inodes_advice(incident, fs) if inodes else _bytes_advice(incident, fs, version)
+            inodes_advice(host, fs, end) if inodes else bytes_advice(host, fs, version, end)
         ),
         cause="limit",
     )
@@ -258,7 +283,7 @@ def _readonly_finding(incident: Incident, fs: Filesystem) -> Finding:
     return Finding(
         severity="critical",
         title=f"{mp} on {host} was remounted read-only at {fs.readonly_since:%H:%M} UTC: every "
-        f"write fails ({_pct(fs.bytes.share)} used, not a space problem)",
+        f"write fails ({pct(fs.bytes.share)} used, not a space problem)",
         detail="The kernel remounts a filesystem read-only after I/O or filesystem errors; "
         "applications then fail as if the disk were full.",
         subject=_subject(incident, fs),
@@ -281,97 +306,22 @@ def _worst_resource(fs: Filesystem, incident: Incident) -> Usage:
     return fs.inodes if by_inodes < by_bytes else fs.bytes
 
 
-def _state(fs: Filesystem, usage: Usage, *, version: str | None = None) -> str:
-    """One sentence: what is happening to this filesystem, with its numbers."""
-    mp = fs.mountpoint
-    if fs.readonly:
-        return f"{mp} is read-only since {fs.readonly_since:%H:%M} UTC"
-    inodes = usage is fs.inodes
-    what = "inodes" if inodes else "bytes"
-    full = (
-        f"full in about {human_duration(usage.time_to_full)}"
-        if usage.time_to_full is not None
-        else "not heading for full"
-    )
-    if usage.shape == "growing":
-        pace = f"{_count(usage.per_hour)} inodes/h" if inodes else f"{_bytes(usage.per_hour)}/h"
-        since = f" since {usage.onset.at:%H:%M} UTC" if usage.onset is not None else ""
-        text = f"{mp} fills by {what} at {pace}{since}: {_pct(usage.share)} used, {full}"
-        if inodes:
-            text += f", while only {_pct(fs.bytes.share)} of its bytes are used"
-        return text
-    if usage.shape == "step" and usage.onset is not None:
-        amount = _count(usage.step) + " inodes" if inodes else _bytes(usage.step)
-        return (
-            f"{mp} jumped by {amount} at {usage.onset.at:%H:%M} UTC{_from(version)} (a large "
-            f"download or copy), then {'kept growing' if usage.time_to_full else 'flat'}: "
-            f"{_pct(usage.share)} of its {what} used, {full}"
-        )
-    return (
-        f"{mp} is {_pct(usage.share)} full by {what} and flat (baseline "
-        f"{_pct(usage.baseline_share)}): {full}"
-    )
-
-
-def _bytes_advice(incident: Incident, fs: Filesystem, version: str | None) -> str:
-    host, mp = _host(incident), fs.mountpoint
-    if fs.bytes.shape == "step" and fs.bytes.onset is not None:
-        look = (
-            f"find the large new files: `sudo find {mp} -xdev -newermt "
-            f"'{fs.bytes.onset.at - pd.Timedelta(minutes=5):%Y-%m-%d %H:%M}' -size +100M "
-            "-exec ls -lh {} +`"
-        )
-    else:
-        look = f"find what grows: `sudo du -xh --max-depth=2 {mp} | sort -h | tail -20`"
-    if version is not None:
-        hint = (
-            f"model {version} was just downloaded here: delete the weights of versions no "
-            "longer served from the model cache"
-        )
-    elif "log" in mp:
-        hint = (
-            "logs: check logrotate and a log level left at debug; "
-            "`sudo journalctl --vacuum-size=1G`"
-        )
-    elif "model" in mp or "cache" in mp:
-        hint = "model cache: delete the weights of versions no longer served"
-    else:
-        hint = "usual suspects: logs (/var/log), model caches, core dumps, container images"
-    ttl = fs.bytes.time_to_full
-    deadline = f" before it is full ({_when(incident, ttl)})" if ttl is not None else ""
-    return (
-        f"On {host}, {look}; {hint}. Free space or grow the volume (resize2fs / xfs_growfs)"
-        f"{deadline}."
-    )
-
-
-def _inodes_advice(incident: Incident, fs: Filesystem) -> str:
-    host, mp = _host(incident), fs.mountpoint
-    ttl = fs.inodes.time_to_full if fs.inodes is not None else None
-    deadline = f" before they run out ({_when(incident, ttl)})" if ttl is not None else ""
-    return (
-        f"On {host}, find the directories holding the most files: `sudo find {mp} -xdev -type f "
-        f"| cut -d/ -f1-5 | sort | uniq -c | sort -n | tail`; delete the small files (caches, "
-        f"sessions, spool){deadline}, and prune them on a schedule. Bytes are free: growing the "
-        "volume does not help unless the filesystem is recreated with more inodes (mkfs -N)."
-    )
-
-
 def resolution(incident: Incident, disks: list[Filesystem]) -> None:
     """Section 4: the verdict if no filesystem is at risk, and the steps that fit the findings."""
-    fullest = max(disks, key=lambda d: d.bytes.share) if disks else None
-    state = (
-        f"the fullest, {fullest.mountpoint}, is {_pct(fullest.bytes.share)} used, "
-        f"{'flat' if fullest.bytes.shape == 'flat' else fullest.bytes.shape}"
-        if fullest is not None
+    named = incident.labels.get("mountpoint")
+    shown = next((d for d in disks if d.mountpoint == named), None)
+    shown = shown or (max(disks, key=lambda d: d.bytes.share) if disks else None)
+    level = (
+        f"{shown.mountpoint} is {pct(shown.bytes.share)} used and {shown.bytes.shape} "
+        f"(baseline {pct(shown.bytes.baseline_share)})"
+        if shown is not None
         else "no filesystem was read"
     )
     steps.conclude(
         incident,
         quiet=(
             f"A quiet run: no filesystem of {_host(incident)} is filling, near full or read-only; "
-            f"{state}, as in its baseline. The alert's threshold may be below this volume's "
-            "normal level."
+            f"{level}. The alert's threshold may be below this volume's normal level."
         ),
         next_steps=[
             "Widen the window (`lookback='12h'`): slow growth shows over hours.",
@@ -387,26 +337,3 @@ def _host(incident: Incident) -> str:
 
 def _subject(incident: Incident, fs: Filesystem) -> dict[str, str]:
     return {"mountpoint": fs.mountpoint, "instance": _host(incident)}
-
-
-def _when(incident: Incident, ttl: pd.Timedelta | None) -> str:
-    if ttl is None:
-        return "not heading for full"
-    at = pd.Timestamp(incident.window.end) + ttl
-    return f"in about {human_duration(ttl)}, at {at:%H:%M} UTC"
-
-
-def _from(version: str | None) -> str:
-    return f", when model {version} rolled out" if version else ""
-
-
-def _pct(share: float) -> str:
-    return "n/a" if share is None or not math.isfinite(share) else f"{share:.0%}"
-
-
-def _bytes(amount: float) -> str:
-    return format_value(amount, "bytes")
-
-
-def _count(amount: float) -> str:
-    return f"{amount:,.0f}"
