@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pandas as pd
 
+from workbooks.core.config import now
 from workbooks.core.findings import Finding, Severity
 from workbooks.notebook import charts
 from workbooks.notebook.incident import Incident, QueryResult
@@ -52,7 +53,14 @@ def read(
     files_free: QueryResult,
     readonly: QueryResult,
 ) -> list[Filesystem]:
-    """Every filesystem of the alert's host, judged from its own series; most urgent first."""
+    """Every filesystem of the alert's host, judged from its own series; most urgent first.
+
+    Points after "now" are dropped from the results (in place, so the charts below agree): a
+    window that ends in the future (an alert younger than five minutes) gets Prometheus' last
+    sample repeated there, a flat tail that would turn growth into a step.
+    """
+    for result in (used, avail, size, inodes, files_free, readonly):
+        result.current = _measured(incident, result.current)
     if used.empty or avail.empty or size.empty:
         steps.checked(incident, "filesystems: no data for the host's filesystems")
         return []
@@ -68,6 +76,13 @@ def read(
     )
     steps.checked(incident, f"filesystems: {len(found)} on {_host(incident)}")
     return found
+
+
+def _measured(incident: Incident, frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    cutoff = pd.Timestamp(now(incident.config))
+    return frame[pd.to_datetime(frame["timestamp"], utc=True) <= cutoff]
 
 
 def grade(fs: Filesystem, usage: Usage | None, incident: Incident) -> Severity:
