@@ -108,8 +108,8 @@ def still_happening(incident: Incident, disks: list[Filesystem]) -> None:
     title = (
         f"Still happening: {now}"
         if severity != "info"
-        else f"Not urgent now: {now}; below {pct(THRESHOLDS.of(incident)['used_share_warning'])}"
-        " and not filling"
+        else f"Not urgent now: {now}; below the "
+        f"{pct(THRESHOLDS.of(incident)['used_share_warning'])} warning level and not filling"
     )
     finding = Finding(
         severity=severity,
@@ -241,8 +241,9 @@ def culprits(
         if finding is not None:
             incident.record(finding)
         else:
-            quiet.append(fs)
             steps.checked(incident, f"{fs.mountpoint}: {state(fs, _worst_resource(fs, incident))}")
+        if finding is None or finding.severity == "info":
+            quiet.append(fs)
     if quiet and len(quiet) < len(disks):
         # The blast radius, and why the fullest volume is not blamed for its size.
         listed = "; ".join(

@@ -44,7 +44,8 @@ def state(fs: Filesystem, usage: Usage, *, version: str | None = None) -> str:
             + (f"kept growing: {used(fs, usage)}, {full}" if usage.time_to_full else "flat: ")
             + ("" if usage.time_to_full else used(fs, usage))
         )
-    return f"{mp} is flat at {used(fs, usage)} (baseline {pct(usage.baseline_share)}): {full}"
+    full_now = ": full now" if usage.time_to_full == pd.Timedelta(0) else ""
+    return f"{mp} is flat at {used(fs, usage)} (baseline {pct(usage.baseline_share)}){full_now}"
 
 
 def used(fs: Filesystem, usage: Usage) -> str:
