@@ -224,6 +224,14 @@ CAUSES = (
         magnitude=1.0,
         plant=_readonly_remount,
     ),
+    # Nothing at all (the shared scenario tests compare every cause with it before onset).
+    Cause(
+        name="none",
+        summary="nothing changed",
+        affected={"mountpoint": "/", "device": DISKS["/"].device},
+        magnitude=0.0,
+        plant=lambda _: None,
+    ),
     Cause(
         name="flat_high",
         summary="high but flat usage, as in the baseline (the share used)",
