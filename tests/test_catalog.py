@@ -26,6 +26,8 @@ from workbooks.synthetic.scenarios import make_scenario
 ROOT = Path(__file__).resolve().parents[1]
 ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
 SERVICE = "inference-api"
+# What an alert may carry for a query to use: a service, or a host's exporter labels.
+ALERT_LABELS = {"service": SERVICE, "instance": "node-1:9100", "mountpoint": "/var/log"}
 # A service name that would end the string, close the selector and add a series if pasted raw.
 HOSTILE_SERVICE = 'evil"} or vector(1) or up{a="\\\nx'
 ABSENT_HOSTILE_SERVICE = 'nope\\"}) or vector(42) # \n"'
@@ -77,16 +79,20 @@ def test_every_default_query_needs_only_the_service_label() -> None:
     # latency_quantile is the one query the notebook parameterises itself (quantile=0.99).
     assert needs.pop("latency_quantile") == {"service", "quantile"}
     assert needs
-    assert all(placeholders == {"service"} for placeholders in needs.values()), needs
+    # Host alerts carry the exporter's labels instead of a service (low-disk-space).
+    assert all(
+        placeholders and placeholders <= set(ALERT_LABELS) for placeholders in needs.values()
+    ), needs
 
 
 def test_every_default_query_renders_with_a_service() -> None:
     catalog = Catalog.load()
 
     for name in catalog.names():
-        rendered = catalog[name].render({"service": SERVICE, "quantile": 0.99})
+        rendered = catalog[name].render({**ALERT_LABELS, "quantile": 0.99})
         # kube-state-metrics names the service as the pod's container, not with a service label.
-        assert f'service="{SERVICE}"' in rendered or f'container="{SERVICE}"' in rendered, name
+        selectors = {**ALERT_LABELS, "container": SERVICE}
+        assert any(f'{label}="{value}"' in rendered for label, value in selectors.items()), name
         assert not re.search(r"\{[A-Za-z_][A-Za-z0-9_]*\}", rendered), rendered
         assert "\n" not in rendered  # YAML folding left no line breaks
 
@@ -117,7 +123,7 @@ def test_prometheus_accepts_every_rendered_default_query(prometheus: PrometheusS
     catalog = Catalog.load()
 
     for name in catalog.names():
-        rendered = catalog[name].render({"service": SERVICE, "quantile": 0.99})
+        rendered = catalog[name].render({**ALERT_LABELS, "quantile": 0.99})
         status, body = instant_query(prometheus, rendered)
         assert (status, body["status"]) == (200, "success"), (name, rendered, body)
 
