@@ -101,13 +101,15 @@ def _max_connections(fleet: Fleet) -> list[Group]:
 
 
 def _activity(fleet: Fleet) -> list[Group]:
+    counts = {(d, s): _sessions(fleet, d, s) for d in DATABASES for s in STATES}
+    # The server refuses clients at max_connections: the application's pool of idle sessions
+    # (the largest) is what gets refused first.
+    over = np.maximum(sum(counts.values()) - MAX_CONNECTIONS, 0)
+    counts["inference", "idle"] = counts["inference", "idle"] - over
     series = {}
-    for database in DATABASES:
-        for state in STATES:
-            labels = {"datname": database, "state": state, "server": SERVER}
-            series[_prefix(fleet, "pg_stat_activity_count", **labels)] = ints(
-                _sessions(fleet, database, state)
-            )
+    for (database, state), values in counts.items():
+        labels = {"datname": database, "state": state, "server": SERVER}
+        series[_prefix(fleet, "pg_stat_activity_count", **labels)] = ints(values)
     return [fleet.group(series, _reachable(fleet))]
 
 
