@@ -114,9 +114,13 @@ def _pileup_finding(
             baseline=baseline,
             unit="locks",
         )
-    severity = limits.severity(waiting, "waiting_sessions")
+    # The long transaction is half of the cause: the pile-up is as severe as the worse of the
+    # queue and the transaction's age (a small queue behind a 40-minute transaction is critical).
+    queue = limits.severity(waiting, "waiting_sessions")
+    held = limits.severity(age, "transaction_age_seconds")
+    severity = "critical" if "critical" in (queue, held) else "warning"
     return Finding(
-        severity=severity if severity != "info" else "warning",
+        severity=severity,
         title=(
             f"Sessions pile up behind a long transaction in {datname}: {numbers} against the "
             f"baseline, while a transaction has been open {age / 60:.0f} min ('{state}')"
