@@ -167,9 +167,9 @@ MAX_TX = Family(
     _max_tx_duration,
 )
 LOCKS = Family("pg_locks_count", "gauge", "Locks by database and mode.", _locks)
-# A gauge here so that the sample name stays without _total, as the real exporter's.
+# A counter without _total, as the real exporter names it (promtool accepts it).
 DEADLOCKS = Family(
-    "pg_stat_database_deadlocks", "gauge", "Deadlocks detected in this database.", _deadlocks
+    "pg_stat_database_deadlocks", "counter", "Deadlocks detected in this database.", _deadlocks
 )
 FAMILIES = (UP, MAX_CONNECTIONS_FAMILY, ACTIVITY, MAX_TX, LOCKS, DEADLOCKS, BUILD_INFO)
 
