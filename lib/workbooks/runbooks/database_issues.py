@@ -160,12 +160,12 @@ def sessions(incident: Incident, result: QueryResult) -> steps.Breakdown | None:
         min_change=thresholds["moved_sessions"],
         gap=thresholds["stands_out_gap"],
     )
-    bars = found.table.assign(shown=found.table["delta"])
+    bars = found.table.assign(gained=found.table["delta"])
     incident.show(
         charts.ranked_bars(
             bars,
             label=SESSION,
-            value="shown",
+            value="gained",
             unit="sessions",
             title=incident.chart_title("Sessions gained by database / state against baseline"),
             highlight=found.culprits[0] if found.culprits else None,

@@ -24,6 +24,7 @@ from workbooks.runbooks.database_issues_data import (
     last_values,
     result_table,
     since,
+    stale,
 )
 
 # A deploy of the service this close before the alert is a suspect worth a look.
@@ -55,6 +56,9 @@ def locks(
         incident.timeseries(by_mode, by="mode", max_series=6)
     if by_database.empty or sessions.empty:
         return
+    if stale(incident, by_database):
+        steps.checked(incident, "locks: no data since the database stopped reporting")
+        return
     limits = THRESHOLDS.of(incident)
     lock_growth = _by_database(result_table(incident, by_database, by="datname"), "datname")
     active = sessions.current[sessions.current["state"] == "active"]
@@ -66,16 +70,36 @@ def locks(
     )
     ages = _oldest_by_database(oldest)
     floor = limits["waiting_sessions_warning"]
-    piled = []
+    piled, held = [], []
     for datname, pair in lock_growth.items():
         waiting = min(_grown(pair), _grown(active_growth.get(datname, (math.nan, math.nan))))
         if waiting >= floor:
             piled.append((datname, waiting, pair))
+        elif _grown(pair) >= floor:
+            held.append(f"{datname} ({pair[1]:.0f} → {pair[0]:.0f})")
     if not piled:
-        steps.checked(incident, "locks: no database gained both locks and active sessions")
+        _no_pileup(incident, by_database, held)
         return
     for datname, waiting, pair in sorted(piled, key=lambda item: -item[1]):
         incident.record(_pileup_finding(incident, by_database, datname, waiting, pair, ages))
+
+
+def _no_pileup(incident: Incident, by_database: QueryResult, held: list[str]) -> None:
+    more = (
+        f"locks rose in {', '.join(held)} without more active sessions: held by idle "
+        "sessions, not waited on"
+        if held
+        else "locks are at their baseline in every database"
+    )
+    steps.checked(incident, f"locks: no pile-up ({more})")
+    incident.record(
+        Finding(
+            severity="info",
+            title=f"No lock pile-up: {more}",
+            subject={"instance": instance_of(incident)},
+            metric=by_database.name,
+        )
+    )
 
 
 def _oldest_by_database(oldest: QueryResult) -> dict[str, tuple[float, str]]:
@@ -148,6 +172,9 @@ def deadlocks(incident: Incident, result: QueryResult) -> None:
     if result.empty:
         return
     incident.timeseries(result, by="datname", max_series=6)
+    if stale(incident, result):
+        steps.checked(incident, "deadlocks: no data since the database stopped reporting")
+        return
     limits = THRESHOLDS.of(incident)
     table = result_table(incident, result, by="datname")
     hit = table[
@@ -158,7 +185,16 @@ def deadlocks(incident: Incident, result: QueryResult) -> None:
     ]
     if hit.empty:
         top = float(table["current"].max()) if len(table) else 0.0
+        top = 0.0 if math.isnan(top) else top
         steps.checked(incident, f"deadlocks: none above the baseline ({top:.1f} per 5 min at most)")
+        incident.record(
+            Finding(
+                severity="info",
+                title=f"No deadlocks above the baseline ({top:.1f} per 5 min at most)",
+                subject={"instance": instance_of(incident)},
+                metric=result.name,
+            )
+        )
         return
     for _, row in hit.sort_values("current", ascending=False).iterrows():
         datname, current = str(row["datname"]), float(row["current"])
