@@ -99,8 +99,13 @@ def test_counters_only_grow_except_at_a_restart(runbook: str, cause: str) -> Non
     }
     restarted, offset = restarts.get(cause, ("", 0))
     checked = 0
+    # Gauges may end in _count too (postgres_exporter's pg_stat_activity_count): the family's
+    # declared type decides, and a counter may lack _total (pg_stat_database_deadlocks).
+    gauges = set(re.findall(r"^# TYPE (\S+) gauge$", text, flags=re.MULTILINE))
+    counters = set(re.findall(r"^# TYPE (\S+) counter$", text, flags=re.MULTILINE))
     for name, samples in parse(text).items():
-        if not name.split("{")[0].endswith(COUNTER_SUFFIXES):
+        metric = name.split("{")[0]
+        if metric in gauges or not (metric.endswith(COUNTER_SUFFIXES) or metric in counters):
             continue
         checked += 1
         drops = [t for (_, a), (t, b) in itertools.pairwise(samples) if b < a]

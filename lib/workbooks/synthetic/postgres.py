@@ -268,7 +268,10 @@ def hold_lock(
 ) -> Sessions:
     """One session takes an ACCESS EXCLUSIVE lock on `table` in an open transaction and keeps
     it; `waiters` sessions then read the table and wait. Returns once all of them wait."""
-    cluster.psql(f"CREATE TABLE IF NOT EXISTS {table} (id int); INSERT INTO {table} VALUES (1)")
+    cluster.psql(
+        f"CREATE TABLE IF NOT EXISTS {table} (id int); INSERT INTO {table} VALUES (1)",
+        database=database,
+    )
     opened: list[PsqlSession] = []
     try:
         holder = cluster.session(database=database)
