@@ -28,6 +28,10 @@ ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
 SERVICE = "inference-api"
 # What an alert may carry for a query to use: a service, or a host's exporter labels.
 ALERT_LABELS = {"service": SERVICE, "instance": "node-1:9100", "mountpoint": "/var/log"}
+# Values a runbook module derives from the alert's labels before it queries: high-cpu turns a
+# service alert or a host alert into escaped matchers for the services, instances and nodes in
+# scope, and a rate window.
+SCOPE = {"services": SERVICE, "instances": "api-0|api-1", "nodes": "node-1:9100", "window": "5m"}
 # A service name that would end the string, close the selector and add a series if pasted raw.
 HOSTILE_SERVICE = 'evil"} or vector(1) or up{a="\\\nx'
 ABSENT_HOSTILE_SERVICE = 'nope\\"}) or vector(42) # \n"'
@@ -80,19 +84,22 @@ def test_every_default_query_needs_only_the_service_label() -> None:
     assert needs.pop("latency_quantile") == {"service", "quantile"}
     assert needs
     # Host alerts carry the exporter's labels instead of a service (low-disk-space).
-    assert all(
-        placeholders and placeholders <= set(ALERT_LABELS) for placeholders in needs.values()
-    ), needs
+    known = set(ALERT_LABELS) | set(SCOPE)
+    assert all(placeholders and placeholders <= known for placeholders in needs.values()), {
+        name: placeholders - known for name, placeholders in needs.items() if placeholders - known
+    }
 
 
 def test_every_default_query_renders_with_a_service() -> None:
     catalog = Catalog.load()
 
     for name in catalog.names():
-        rendered = catalog[name].render({**ALERT_LABELS, "quantile": 0.99})
+        rendered = catalog[name].render({**ALERT_LABELS, **SCOPE, "quantile": 0.99})
         # kube-state-metrics names the service as the pod's container, not with a service label.
         selectors = {**ALERT_LABELS, "container": SERVICE}
-        assert any(f'{label}="{value}"' in rendered for label, value in selectors.items()), name
+        selected = [f'{label}="{value}"' for label, value in selectors.items()]
+        selected += [f'=~"{value}"' for value in SCOPE.values()]
+        assert any(selector in rendered for selector in selected), name
         assert not re.search(r"\{[A-Za-z_][A-Za-z0-9_]*\}", rendered), rendered
         assert "\n" not in rendered  # YAML folding left no line breaks
 
@@ -123,7 +130,7 @@ def test_prometheus_accepts_every_rendered_default_query(prometheus: PrometheusS
     catalog = Catalog.load()
 
     for name in catalog.names():
-        rendered = catalog[name].render({**ALERT_LABELS, "quantile": 0.99})
+        rendered = catalog[name].render({**ALERT_LABELS, **SCOPE, "quantile": 0.99})
         status, body = instant_query(prometheus, rendered)
         assert (status, body["status"]) == (200, "success"), (name, rendered, body)
 
