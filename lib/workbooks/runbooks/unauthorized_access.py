@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from workbooks.core.findings import SEVERITIES, Finding, Severity, format_value
+from workbooks.core.findings import SEVERITIES, Finding, Severity
 from workbooks.notebook import analysis, charts
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import steps
 from workbooks.runbooks import unauthorized_access_checks as checks
 from workbooks.runbooks import unauthorized_access_deploy as deploy
+from workbooks.runbooks import unauthorized_access_findings as findings
+from workbooks.runbooks.unauthorized_access_findings import RATE
 
 THRESHOLDS = steps.Thresholds(
     "unauthorized-access",
@@ -51,7 +53,6 @@ THRESHOLDS = steps.Thresholds(
     known_moved_share=0.66,
 )
 TOP = 10  # clients in topk breakdowns
-RATE = "/s"  # the unit of every rate this runbook shows: failures or successes per second
 QUIET = (
     "A quiet run: auth failures are within their baseline, no client or reason stands out, "
     "no client succeeded after a burst of failures and nothing was deployed that broke auth. "
@@ -71,9 +72,9 @@ def _at_least_symptom(incident: Incident, grade: Severity) -> Severity:
     return min(grade, found.symptom.severity, key=SEVERITIES.index)
 
 
-def still_happening(incident: Incident, failures: QueryResult) -> steps.Recent | None:
+def still_happening(incident: Incident, failures: QueryResult) -> None:
     """Section 2: auth failures over the last 10 minutes against their baseline."""
-    return steps.still_happening(
+    steps.still_happening(
         incident,
         failures,
         severity=THRESHOLDS.of(incident).ladder("failure_ratio"),
@@ -179,7 +180,7 @@ def success_after_failures(
         return found
     for breach in found[:3]:
         _chart_breach(incident, breach, failures, successes)
-        incident.record(_breach_finding(breach, successes.name))
+        incident.record(findings.breach(breach, successes.name))
     return found
 
 
@@ -204,40 +205,6 @@ def _chart_breach(
             onset=breach.burst_at,
         )
     )
-
-
-def _breach_finding(breach: checks.Breach, metric: str) -> Finding:
-    where = f"admin route {breach.route}" if breach.admin else f"route {breach.route}"
-    rate = RATE
-    title = (
-        f"Possible breach: client {breach.client_id} succeeded on {where} right after a burst "
-        f"of failures (peak {format_value(breach.burst_peak, rate)} at {breach.burst_at:%H:%M} "
-        f"UTC, usually {format_value(breach.failures_normal, rate)}); its successes there from "
-        f"{breach.success_at:%H:%M} UTC reach {format_value(breach.success_level, rate)}, "
-        f"{steps.ratio_text(_ratio(breach.success_level, breach.success_normal))} their usual "
-        f"{format_value(breach.success_normal, rate)}"
-    )
-    return Finding(
-        severity="critical" if breach.admin else "warning",
-        title=title,
-        detail="Someone tried credentials for this client until one worked, and is now using it.",
-        subject={"client_id": breach.client_id, "route": breach.route},
-        metric=metric,
-        observed=breach.success_level,
-        baseline=breach.success_normal,
-        unit=rate,
-        recommendation=(
-            f"Revoke every key of client {breach.client_id} now and issue its owner a new one; "
-            f"review what it did on {breach.route} since {breach.burst_at:%H:%M} UTC (the "
-            "service's audit log: keys created, permissions changed, data read) and undo it; find "
-            "where the failed attempts came from (source addresses at the gateway) and block them."
-        ),
-        cause="security",
-    )
-
-
-def _ratio(current: float, baseline: float) -> float | None:
-    return current / baseline if baseline > 0 else None
 
 
 def clients(
@@ -277,13 +244,21 @@ def clients(
     stranger_rate = float(_after(new_failures, since).median()) if not new_failures.empty else 0.0
     carried = checks.share(stranger_rate, found.increase)
     if strangers >= limits["new_clients_min"] and carried >= limits["new_share_min"]:
-        incident.record(_stuffing(grade, found, reason, strangers, stranger_rate, carried, change))
+        incident.record(
+            findings.stuffing(grade, found, reason, strangers, stranger_rate, carried, change)
+        )
     elif (
         found.top_client is not None
         and checks.share(found.top_delta, found.increase) >= limits["client_share_min"]
         and found.top_delta >= limits["stands_out_gap"] * max(found.next_delta, 0.0)
     ):
-        incident.record(_one_client(incident, grade, found, reason, change, by_client.name))
+        explained = any(
+            earlier.cause is not None and found.top_client in earlier.subject_values("client_id")
+            for earlier in incident.findings
+        )
+        incident.record(
+            findings.one_client(grade, found, reason, change, by_client.name, explained=explained)
+        )
     else:
         steps.checked(
             incident,
@@ -302,93 +277,6 @@ def _after(result: QueryResult, since: pd.Timestamp) -> pd.Series:
 
 def _numbers(change: analysis.Comparison) -> str:
     return steps.change_text(change.current, change.baseline, RATE)
-
-
-def _reasons_text(reason: steps.Breakdown | None) -> tuple[list[str], str]:
-    if reason is None or reason.table.empty:
-        return [], "no reason stands out"
-    named = list(reason.culprits) or [str(reason.table.iloc[0]["reason"])]
-    return named, steps.join(named)
-
-
-def _stuffing(
-    grade: Severity,
-    found: checks.ClientShare,
-    reason: steps.Breakdown | None,
-    strangers: float,
-    rate: float,
-    carried: float,
-    change: analysis.Comparison,
-) -> Finding:
-    named, text = _reasons_text(reason)
-    return Finding(
-        severity=grade,
-        title=(
-            f"Credential stuffing: {strangers:.0f} clients never seen before fail authentication "
-            f"({text}); they carry {format_value(rate, RATE)} of the "
-            f"{format_value(found.increase, RATE)} rise ({carried:.0%}), no single client "
-            f"stands out (auth failures {_numbers(change)})"
-        ),
-        subject={"reason": named} if named else {},
-        metric="unauthorized_access_new_client_failures",
-        observed=change.current,
-        baseline=change.baseline,
-        unit=RATE,
-        recommendation=(
-            f"Throttle or block, at the gateway or WAF, the sources of requests failing with "
-            f"{text} from clients never seen before (by source address, ASN or client "
-            "fingerprint); add a challenge or stricter rate limit on the token checks; watch "
-            "section 3.2 for any of them succeeding."
-        ),
-        cause="security",
-    )
-
-
-def _one_client(
-    incident: Incident,
-    grade: Severity,
-    found: checks.ClientShare,
-    reason: steps.Breakdown | None,
-    change: analysis.Comparison,
-    metric: str,
-) -> Finding:
-    client = str(found.top_client)
-    named, text = _reasons_text(reason)
-    explained = any(
-        earlier.cause is not None and client in earlier.subject_values("client_id")
-        for earlier in incident.findings
-    )
-    now, before = found.top_current, found.top_baseline
-    title = (
-        f"Client {client} is hammering with failing credentials ({text}): "
-        f"{format_value(now, RATE)} failures, "
-        f"{format_value(before, RATE)} in the baseline; it carries "
-        f"{checks.share(found.top_delta, found.increase):.0%} of the rise (auth failures "
-        f"{_numbers(change)})"
-    )
-    if "revoked_key" in named:
-        advice = (
-            f"The key of client {client} is revoked and still in use: block {client} at the "
-            "gateway, and ask its owner whether they revoked it (then their deployment still "
-            "carries it) or not (then it leaked: keep it revoked and find where the calls come "
-            "from)."
-        )
-    else:
-        advice = (
-            f"Rate-limit client {client} at the gateway and contact its owner; if its key may "
-            "have leaked, revoke it and issue a new one."
-        )
-    return Finding(
-        severity="warning" if explained else grade,
-        title=title + (" (explained by the cause above)" if explained else ""),
-        subject={"client_id": client},
-        metric=metric,
-        observed=now,
-        baseline=before,
-        unit=RATE,
-        recommendation=advice,
-        cause=None if explained else "security",
-    )
 
 
 def what_changed(

@@ -38,6 +38,7 @@ class Breach:
     success_at: pd.Timestamp
     success_level: float  # successes per second after the burst (a 5-point median's peak)
     success_normal: float  # the pair's usual successes per second
+    success_recent: float  # successes per second at the end of the window (still using it?)
 
     @property
     def admin(self) -> bool:
@@ -110,6 +111,7 @@ def find_breaches(
                 above.index[0],
                 float(later.max()),
                 usual,
+                float(later.iloc[-1]),
             )
         )
     return sorted(found, key=lambda b: (not b.admin, -b.success_level))

@@ -45,6 +45,14 @@ def what_changed(
     moved = f"{found.known_moved} of {found.known}" if found is not None else "no"
     if not deploys:
         steps.checked(incident, "deploys: no build of the service changed in the window")
+        incident.record(
+            Finding(
+                severity="info",
+                title="No build of the service was deployed in the window",
+                subject={"service": incident.service},
+                metric=builds.name,
+            )
+        )
         if everyone:
             incident.record(_no_deploy(incident, grade, moved, successes, since))
         return

@@ -269,6 +269,15 @@ CASES = (
         magnitude=0.25,
         expect={"client_id": "ops-console", "route": ADMIN_ROUTE},
     ),
+    # On an ordinary route, from the client that always fails most: a warning, not critical.
+    Case(
+        id="auth-breach-route",
+        cause="breach",
+        seed=49,
+        magnitude=2.5,
+        affected={"client_id": "partner-globex", "breached_route": "/v1/vision"},
+        expect={"client_id": "partner-globex", "route": "/v1/vision"},
+    ),
     Case(
         id="auth-broken-deploy",
         cause="broken_deploy",
