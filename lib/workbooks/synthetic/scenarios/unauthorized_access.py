@@ -15,7 +15,7 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 
-from workbooks.synthetic.scenarios.families import BUILD_INFO, REQUESTS
+from workbooks.synthetic.scenarios.families import BUILD_INFO
 from workbooks.synthetic.scenarios.fleet import INSTANCES, NEW_BUILD, Fleet
 from workbooks.synthetic.scenarios.openmetrics import Family, Group, ints
 from workbooks.synthetic.scenarios.scenario import AlertRule, Case, Cause
@@ -117,7 +117,7 @@ def _series(fleet: Fleet, rate: np.ndarray, mask: np.ndarray | None, **labels: s
 
 
 AUTH = Family("auth_requests", "counter", "Authentication outcomes of requests.", _auth)
-FAMILIES = (AUTH, REQUESTS, BUILD_INFO)
+FAMILIES = (AUTH, BUILD_INFO)  # only what the workbook reads
 
 
 def _stuffing(fleet: Fleet) -> None:
