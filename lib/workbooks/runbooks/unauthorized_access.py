@@ -226,11 +226,17 @@ def clients(
         by_client.current, by_client.baseline, by="client_id", since=since
     )
     incident.timeseries(by_client, by="client_id", onset=since)
+    # Failures/s above each client's own baseline: who carries the rise. A ratio would leave
+    # every client never seen before without a bar ("no baseline"), stuffing included.
+    rise = checks.absent_is_zero(table).sort_values("delta", ascending=False, kind="stable")
     incident.show(
         charts.ranked_bars(
-            table,
+            rise,
             label="client_id",
-            title=incident.chart_title("Auth failures by client: change against own baseline"),
+            value="delta",
+            unit=RATE,
+            title=incident.chart_title("Auth failures by client: rise above own baseline"),
+            subtitle="failures/s since the onset minus the same span a day earlier (none: 0)",
         )
     )
     change = failures.compare(since=since)
