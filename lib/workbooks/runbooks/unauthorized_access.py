@@ -90,9 +90,9 @@ def triage(incident: Incident, failing: QueryResult, new: QueryResult) -> None:
     strangers = _last(new)
     steps.checked(incident, f"clients failing now: {now:.0f} (a day earlier {before:.0f})")
     incident.markdown(
-        f"- Clients failing authentication now: **{now:.0f}** (same time a day earlier: "
-        f"{before:.0f}).\n- Of them never seen before (not in the same hour a day earlier): "
-        f"**{strangers:.0f}**.\n- Whether a client succeeded after a burst of failures, and "
+        f"- Clients failing authentication now: **{now:.0f}** (typically {before:.0f} over the "
+        "same window a day earlier).\n- Of them never seen before (not in the same hour a day "
+        f"earlier): **{strangers:.0f}**.\n- Whether a client succeeded after a burst of failures, and "
         "whether a deploy came just before: sections 3.2 and 3.4."
     )
 
