@@ -92,8 +92,8 @@ def triage(incident: Incident, failing: QueryResult, new: QueryResult) -> None:
     incident.markdown(
         f"- Clients failing authentication now: **{now:.0f}** (typically {before:.0f} over the "
         "same window a day earlier).\n- Of them never seen before (not in the same hour a day "
-        f"earlier): **{strangers:.0f}**.\n- Whether a client succeeded after a burst of failures, and "
-        "whether a deploy came just before: sections 3.2 and 3.4."
+        f"earlier): **{strangers:.0f}**.\n- Whether a client succeeded after a burst of "
+        "failures, and whether a deploy came just before: sections 3.2 and 3.4."
     )
 
 
