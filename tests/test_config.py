@@ -469,3 +469,54 @@ def test_an_slo_objective_of_100_percent_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "w.yaml", "slo:\n  services:\n    checkout: 1.0\n")
     with pytest.raises(ConfigError, match="slo"):
         load_config(path, env={})
+
+
+# --- escalation per runbook group --------------------------------------------------------------
+
+
+def test_a_group_block_overrides_only_the_keys_it_gives(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "team.yaml",
+        "escalation:\n"
+        "  primary: SRE on-call\n"
+        "  slack: '#sre'\n"
+        "  groups:\n"
+        "    security:\n"
+        "      {primary: Security on-call, slack: '#sec-incidents', pagerduty: sec-oncall}\n",
+    )
+    config = load_config(path, env={})
+
+    security = config.escalation_for("security")
+    assert (security.primary, security.slack, security.pagerduty) == (
+        "Security on-call",
+        "#sec-incidents",
+        "sec-oncall",
+    )
+    # The keys the group does not give come from the default block, the team's and the built-in.
+    assert security.secondary == "DevOps Team"
+    assert security.email == "ml-team@company.com"
+    assert security.escalate_after_minutes == 30
+    assert security.groups == {}
+    # A group without a block, and no group at all, get the default block.
+    for other in ("service", None):
+        contacts = config.escalation_for(other)
+        assert (contacts.primary, contacts.slack) == ("SRE on-call", "#sre")
+        assert contacts.pagerduty == "mobile-ml-oncall"
+
+
+def test_an_unknown_group_in_the_escalation_block_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "team.yaml", "escalation:\n  groups:\n    securty: {primary: x}\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+
+    message = str(raised.value)
+    assert "escalation.groups" in message
+    assert "securty" in message and "security" in message
+
+
+def test_a_group_block_rejects_keys_the_default_block_does_not_have(tmp_path: Path) -> None:
+    path = write(tmp_path / "team.yaml", "escalation:\n  groups:\n    security: {pager: x}\n")
+
+    with pytest.raises(ConfigError, match=r"escalation\.groups\.security\.pager"):
+        load_config(path, env={})

@@ -91,8 +91,29 @@ class PrometheusSettings(_Model):
     min_step_seconds: int = Field(default=30, ge=1)
 
 
+# The runbook groups of the index (a notebook's metadata.workbooks.group), known here so that a
+# config naming a group that does not exist fails instead of silently falling back.
+RUNBOOK_GROUPS = ("service", "model", "infrastructure", "security", "mobile")
+
+
+class GroupEscalation(_Model):
+    """One group's contacts: only the keys given replace the default block's."""
+
+    primary: str | None = None
+    secondary: str | None = None
+    escalation: str | None = None
+    slack: str | None = None
+    pagerduty: str | None = None
+    email: str | None = None
+    escalate_after_minutes: int | None = None
+
+
 class Escalation(_Model):
-    """Who to call; shown in every workbook's Escalation section, used by notifications."""
+    """Who to call; shown in every workbook's Escalation section, used by notifications.
+
+    ``groups`` gives a runbook group its own contacts (``security: {primary: Security on-call,
+    slack: "#sec-incidents"}``) on top of this default block: see :meth:`Config.escalation_for`.
+    """
 
     primary: str = "ML Engineering Team"
     secondary: str = "DevOps Team"
@@ -101,6 +122,21 @@ class Escalation(_Model):
     pagerduty: str = "mobile-ml-oncall"
     email: str = "ml-team@company.com"
     escalate_after_minutes: int = 30
+    groups: dict[str, GroupEscalation] = Field(default_factory=dict)
+
+    @field_validator("groups")
+    @classmethod
+    def _known_groups(cls, groups: dict[str, GroupEscalation]) -> dict[str, GroupEscalation]:
+        unknown = sorted(set(groups) - set(RUNBOOK_GROUPS))
+        if unknown:
+            raise ValueError(
+                f"unknown runbook group {', '.join(unknown)}; the groups are "
+                f"{', '.join(RUNBOOK_GROUPS)}"
+            )
+        return groups
+
+
+EscalationSettings = Escalation  # the name other parts know the contacts by
 
 
 class ServiceSettings(_Model):
@@ -200,6 +236,16 @@ class Config(_Model):
     @property
     def notebooks_dir(self) -> Path:
         return Path(self.notebooks) if self.notebooks else PROJECT_ROOT / "notebooks"
+
+    def escalation_for(self, group: str | None) -> Escalation:
+        """The contacts of a runbook group: its ``escalation.groups`` block over the default.
+
+        A group without a block, or no group (a runbook whose notebook is not found), gets the
+        default block. The result has no ``groups`` of its own: it is one group's contacts.
+        """
+        override = self.escalation.groups.get(group) if group else None
+        given = override.model_dump(exclude_none=True) if override is not None else {}
+        return self.escalation.model_copy(update={**given, "groups": {}})
 
 
 # environment variable (after the prefix) -> where it lands in the config

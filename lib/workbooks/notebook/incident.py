@@ -20,6 +20,7 @@ import pandas as pd
 from workbooks.core.config import Config, current_config, now, parse_duration
 from workbooks.core.errors import SourceError, SourceUnavailableError, WorkbooksError
 from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
+from workbooks.core.paths import runbook_group
 from workbooks.notebook import analysis, charts
 from workbooks.notebook.catalog import Catalog
 from workbooks.notebook.display import (
@@ -377,8 +378,14 @@ class Incident:
         )
 
     def escalation(self) -> None:
+        """Section 6: whom to call, the contacts of this runbook's group (a security runbook
+        pages security), else the config's default escalation block."""
         critical = any(f.severity == "critical" for f in self.findings)
-        show_markdown(escalation_markdown(self.config.escalation, critical=critical))
+        group = runbook_group(self.runbook, self.config.notebooks_dir)
+        contacts = self.config.escalation_for(group)
+        own = group is not None and group in self.config.escalation.groups
+        lead = f"Contacts of the **{group}** group (`escalation.groups.{group}`).\n\n"
+        show_markdown((lead if own else "") + escalation_markdown(contacts, critical=critical))
 
     def timeseries(self, result: QueryResult, *, by: str | None = None, **options: Any) -> None:
         """Chart a result against its baseline with the alert start marked, or say no data."""
