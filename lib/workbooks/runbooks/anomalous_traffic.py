@@ -21,6 +21,7 @@ import pandas as pd
 from workbooks.core.findings import Finding, format_value
 from workbooks.notebook import analysis, charts
 from workbooks.notebook.incident import Incident, QueryResult
+from workbooks.runbooks import anomalous_traffic_week as week
 from workbooks.runbooks import steps
 
 THRESHOLDS = steps.Thresholds(
@@ -47,23 +48,11 @@ THRESHOLDS = steps.Thresholds(
     weekly_pattern_ratio=1.3,
 )
 RECENT = timedelta(minutes=10)
+NEW_CLIENTS = "anomalous_traffic_new_clients_by_country"
 
 
 def _since(incident: Incident) -> pd.Timestamp:
     return pd.Timestamp(incident.starts_at)
-
-
-def days_between(incident: Incident, name: str) -> dict[int, QueryResult]:
-    """Query ``name`` once per whole day between the baseline and now (``days_ago=1d`` ...).
-
-    Empty when the baseline is not a whole number of days, or only one day.
-    """
-    days = incident.baseline_offset / timedelta(days=1)
-    if days != int(days):
-        return {}
-    return {
-        day: incident.query(name, baseline=False, days_ago=f"{day}d") for day in range(1, int(days))
-    }
 
 
 # --- 2. is it still happening -----------------------------------------------------------------
@@ -75,8 +64,13 @@ def still_happening(
     by_client: QueryResult,
     by_route: QueryResult,
     tokens_per_request: QueryResult,
+    new_clients: QueryResult | None = None,
 ) -> steps.Recent | None:
-    """The last 10 minutes: the worst of the total, a client, a route's drop, tokens per request."""
+    """The last 10 minutes: the worst of the total, a client, a route's drop, tokens per request.
+
+    A wave of new clients has no baseline to compare with: when nothing else is off, it is
+    still happening if one country's new clients reach ``new_clients_warning`` lately.
+    """
     limits = THRESHOLDS.of(incident)
     candidates = [
         (by_client, "client_id", "up", "client_change", "request rate"),
@@ -93,7 +87,11 @@ def still_happening(
         return None
     # The worst against its own ladder's warning level, so clients and totals compare fairly.
     scored.sort(key=lambda item: -item[0] / limits[f"{item[4]}_warning"])
-    _, result, by, direction, ladder, what = scored[0]
+    change, result, by, direction, ladder, what = scored[0]
+    wave = _recent_wave(incident, new_clients) if new_clients is not None else None
+    if wave is not None and change < limits[f"{ladder}_warning"]:
+        _wave_still_happening(incident, *wave)
+        return None
     return steps.still_happening(
         incident,
         result,
@@ -104,6 +102,30 @@ def still_happening(
         unit="tokens" if ladder == "tokens_change" else "req/s",
         recent=RECENT,
     )
+
+
+def _recent_wave(incident: Incident, new_clients: QueryResult) -> tuple[str, int] | None:
+    since = pd.Timestamp(incident.window.end) - pd.Timedelta(RECENT)
+    table = _new_client_table(new_clients, since=since)
+    if table.empty or table["current"].iloc[0] < THRESHOLDS.of(incident)["new_clients_warning"]:
+        return None
+    return str(table["country"].iloc[0]), int(table["current"].iloc[0])
+
+
+def _wave_still_happening(incident: Incident, country: str, count: int) -> None:
+    finding = Finding(
+        severity=THRESHOLDS.of(incident).severity(float(count), "new_clients"),
+        title=f"Still happening: {count} clients never seen before call from {country} over "
+        f"the last {RECENT.total_seconds() / 60:.0f} min (everything else is within last week)",
+        subject={"country": country},
+        metric=NEW_CLIENTS,
+        observed=float(count),
+        baseline=0.0,
+        unit="clients",
+    )
+    incident.record(finding)
+    steps.symptom(incident, ongoing=True, finding=finding)
+    steps.checked(incident, f"still happening: yes ({count} new clients from {country})")
 
 
 def _direction(rate: QueryResult, incident: Incident) -> steps.Direction:
@@ -127,72 +149,14 @@ def _recent_change(
 
 # --- 3.1 against last week and the days between -------------------------------------------------
 
+days_between = week.days_between
+
 
 def against_last_week(
     incident: Incident, rate: QueryResult, days: dict[int, QueryResult]
 ) -> float | None:
     """Total requests against the same window last week and each day between; the ratio."""
-    if rate.empty:
-        return None
-    between = [
-        r.current.assign(when=f"{day}d earlier") for day, r in sorted(days.items()) if not r.empty
-    ]
-    frames = [rate.current.assign(when="now"), *between]
-    baseline = rate.baseline.assign(when="now") if rate.baseline is not None else None
-    incident.show(
-        charts.timeseries(
-            pd.concat(frames, ignore_index=True),
-            baseline=baseline,
-            by="when",
-            title=incident.chart_title("Requests against last week (dashed) and the days between"),
-            unit="per_second",
-            alert_start=_since(incident),
-            baseline_label="same window last week",
-        )
-    )
-    week = rate.compare(since=_since(incident))
-    ratios = [
-        analysis.compare(rate.series()[0], analysis.series_of(r.current), since=_since(incident))
-        for r in days.values()
-        if not r.empty
-    ]
-    day_ratios = [c.ratio for c in ratios if c.ratio is not None]
-    incident.record(_week_finding(incident, rate, week, day_ratios))
-    return week.ratio
-
-
-def _week_finding(
-    incident: Incident, rate: QueryResult, week: analysis.Comparison, day_ratios: list[float]
-) -> Finding:
-    limits = THRESHOLDS.of(incident)
-    ratio = week.ratio
-    change = None if not ratio else max(ratio, 1.0 / ratio)
-    severity = limits.severity(change, "traffic_change")
-    numbers = steps.change_text(week.current, week.baseline, "req/s")
-    title = f"Traffic is {steps.ratio_text(ratio)} the same window last week ({numbers})"
-    if day_ratios:
-        low, high = min(day_ratios), max(day_ratios)
-        span = steps.ratio_text(low) if low == high else f"{low:.2f}x–{high:.2f}x"
-        title += f", and {span} the {len(day_ratios)} days between"
-        pattern = limits["weekly_pattern_ratio"]
-        day_changes = sorted(max(r, 1.0 / r) for r in day_ratios if r > 0)
-        unlike_days = bool(day_changes) and day_changes[len(day_changes) // 2] >= pattern
-        if change is not None and change < pattern and unlike_days:
-            title += ": a weekly pattern, as on the same weekday last week"
-        elif severity != "info":
-            title += ": unlike anything this week"
-    steps.checked(incident, f"traffic against last week: {steps.ratio_text(ratio)} ({numbers})")
-    if severity != "info":
-        steps.symptom(incident, ongoing=True)
-    return Finding(
-        severity=severity,
-        title=title,
-        subject={"service": incident.service},
-        metric=rate.name,
-        observed=week.current,
-        baseline=week.baseline,
-        unit="req/s",
-    )
+    return week.against_last_week(incident, rate, days, limits=THRESHOLDS.of(incident))
 
 
 # --- 3.2 clients ------------------------------------------------------------------------------
@@ -246,7 +210,7 @@ def countries(incident: Incident, by_country: QueryResult, new_clients: QueryRes
     """Traffic by country against last week, and clients never seen before, by country."""
     limits = THRESHOLDS.of(incident)
     excess_chart(incident, by_country, by="country")
-    table = _new_client_table(incident, new_clients)
+    table = _new_client_table(new_clients, since=_since(incident))
     if table.empty:
         steps.checked(incident, "clients never seen before: none")
         return
@@ -263,11 +227,12 @@ def countries(incident: Incident, by_country: QueryResult, new_clients: QueryRes
     incident.record(_new_country_finding(incident, by_country, found, total))
 
 
-def _new_client_table(incident: Incident, new_clients: QueryResult) -> pd.DataFrame:
+def _new_client_table(new_clients: QueryResult, *, since: pd.Timestamp) -> pd.DataFrame:
+    """[country, current, baseline, ratio, delta]: the most new clients seen since ``since``."""
     frame = new_clients.current
     if frame.empty or "country" not in frame.columns:
         return pd.DataFrame(columns=["country", "current", "baseline", "ratio", "delta"])
-    recent = pd.to_datetime(frame["timestamp"], utc=True) >= _since(incident)
+    recent = pd.to_datetime(frame["timestamp"], utc=True) >= since
     frame = frame[frame["country"].notna() & recent]
     most = frame.groupby("country")["value"].max().sort_values(ascending=False)
     return pd.DataFrame(
@@ -306,7 +271,7 @@ def _new_country_finding(
         severity=steps.as_severe_as_symptom(incident, severity, {"country": names}),
         title=title,
         subject={"country": names},
-        metric="anomalous_traffic_new_clients_by_country",
+        metric=NEW_CLIENTS,
         observed=float(count),
         baseline=0.0,
         unit="clients",
