@@ -55,6 +55,27 @@ def _since(incident: Incident) -> pd.Timestamp:
     return pd.Timestamp(incident.starts_at)
 
 
+def fill_missing_baseline(result: QueryResult, *, by: str) -> QueryResult:
+    """``result`` with a baseline for every value of ``by`` that has none (a topk breakdown).
+
+    A client in this window's top but not in last week's was below every client of last
+    week's top, so the smallest of those (median) is an upper bound of its baseline: its ratio
+    is then a lower bound, and a small client that floods into the top is still compared with
+    something. Without a baseline at all the result is returned as is.
+    """
+    base = result.baseline
+    if result.empty or base is None or base.empty or by not in base.columns:
+        return result
+    medians = base.groupby(by)["value"].median()
+    missing = sorted(set(result.current[by].dropna().astype(str)) - set(medians.index.astype(str)))
+    if not missing or not len(medians):
+        return result
+    times = base.loc[base[by] == medians.idxmin(), "timestamp"].to_numpy()
+    floor = float(medians.min())
+    filled = [pd.DataFrame({"timestamp": times, by: name, "value": floor}) for name in missing]
+    return replace(result, baseline=pd.concat([base, *filled], ignore_index=True))
+
+
 # --- 2. is it still happening -----------------------------------------------------------------
 
 

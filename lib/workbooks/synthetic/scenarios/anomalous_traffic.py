@@ -5,8 +5,9 @@ Mondays are for a business API), so every case sits on a peak that a one-day bas
 call a surge. The workbook compares with the same window a week earlier and the days between
 (`SCENARIO`: a 7-day baseline, every day between sampled too).
 
-The clients differ in size by 15x; the flooding client is a small one, the new country is small
-next to the usual ones, and the prompt-stuffing client keeps its request rate.
+The clients differ in size by 75x, with a tail below the top 10 that the workbook's topk
+queries show; the flooding client is a small one (in one case from that tail), the new country
+is small next to the usual ones, and the prompt-stuffing client keeps its request rate.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ CLIENTS: dict[str, Client] = {
     "wayne-ent": Client("FR", 4.0, {"/v1/vision": 1.0}, 1100, 120),
     "tyrell": Client("BR", 3.0, {"/v1/audio": 0.5, "/v1/chat": 0.5}, 300, 200),
     "soylent": Client("CA", 2.0, {"/v1/chat": 1.0}, 600, 300),
+    # The long tail: below the top 10 the workbook's topk queries show.
+    "pied-piper": Client("US", 1.0, {"/v1/embed": 1.0}, 200, 20),
+    "cyberdyne": Client("JP", 0.8, {"/v1/chat": 1.0}, 400, 200),
+    "oscorp": Client("US", 0.6, {"/v1/chat": 1.0}, 450, 150),
+    "massive-dyn": Client("GB", 0.5, {"/v1/vision": 1.0}, 900, 100),
+    "gringotts": Client("GB", 0.4, {"/v1/chat": 1.0}, 350, 250),
 }
 COUNTRIES = tuple(sorted({client.country for client in CLIENTS.values()}))
 # Clients that sign up during any window: a couple, from usual countries (ordinary churn).
@@ -266,6 +273,15 @@ CASES = (
         magnitude=3.0,
         affected={"client_id": "tyrell"},
         expect={"client_id": "tyrell"},
+    ),
+    # Not even in last week's top 10 clients: its baseline is bounded by the smallest of them.
+    Case(
+        id="at-flood-tail",
+        cause="flood",
+        seed=37,
+        magnitude=25.0,
+        affected={"client_id": "oscorp"},
+        expect={"client_id": "oscorp"},
     ),
     Case(id="at-new-country", cause="new_country", seed=33, expect={"country": "VN"}),
     Case(
