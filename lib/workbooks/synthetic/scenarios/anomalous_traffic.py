@@ -220,7 +220,7 @@ def _route_drop(fleet: Fleet) -> None:
     # A deploy of the service four minutes before, on half the fleet: close, and innocent.
     deployed = [i for i in s.affected["deployed"].split(",") if i]
     if deployed:
-        fleet.deploy(deployed, NEW_BUILD, minutes_from_onset=-4)
+        fleet.deploy(deployed, NEW_BUILD, minutes_from_onset=-4, restart=False)
 
 
 CAUSES = (
