@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,8 +63,8 @@ def test_select_cases_by_id_or_cause_and_say_what_is_known() -> None:
         "lat-embed",
     ]
     assert [c.id for c in select_cases("high-memory", "mem-step")] == ["mem-step"]
-    with pytest.raises(UnknownRunbookError, match="known: accuracy-drop, high-latency, high"):
-        select_cases("high-cpu")
+    with pytest.raises(UnknownRunbookError, match=r"known: accuracy-drop, .*high-latency, high"):
+        select_cases("no-such-runbook")
     with pytest.raises(UnknownRunbookError, match=r"known cases and causes: .*mem-leak-0"):
         select_cases("high-memory", "oom")
 
@@ -106,7 +107,7 @@ def test_workbook_test_prints_one_line_per_case(cli, tmp_path: Path) -> None:
 def test_workbook_test_refuses_an_unknown_runbook_or_scenario(cli) -> None:
     result = cli("test", "no-such-runbook")
     assert result.exit_code == 2
-    assert "known: accuracy-drop, high-latency, high-memory" in result.stderr
+    assert re.search("known: accuracy-drop, .*high-latency, high-memory", result.stderr)
     result = cli("test", "high-latency", "--scenario", "nope")
     assert result.exit_code == 2
     assert "lat-vision" in result.stderr and "slow_route" in result.stderr

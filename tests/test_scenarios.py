@@ -86,7 +86,7 @@ def test_samples_are_timestamped_in_seconds_inside_the_two_windows(
         assert times == sorted(set(times)), f"{name}: samples out of order or repeated"
         for timestamp in times:
             assert any(start <= timestamp <= end for start, end in windows), (name, timestamp)
-            assert (timestamp - windows[1][0]) % step == 0
+            assert (timestamp - windows[-1][0]) % step == 0
 
 
 @pytest.mark.parametrize(("runbook", "cause"), ALL_CAUSES)
@@ -207,7 +207,7 @@ def test_make_scenario_fills_defaults_and_rejects_what_cannot_be_generated() -> 
     assert scenario.alert_starts_at == scenario.onset + timedelta(minutes=5)
     with pytest.raises(UnknownRunbookError, match="no scenario"):
         make_scenario("high-latency", "leak")
-    with pytest.raises(UnknownRunbookError, match=r"known: accuracy-drop, (.+, )?high-latency"):
+    with pytest.raises(UnknownRunbookError, match=r"known: accuracy-drop, .*high-latency"):
         make_scenario("no-such-runbook", "leak")
     with pytest.raises(ValueError, match="timezone"):
         make_scenario("high-memory", "leak", onset=datetime(2026, 1, 1))

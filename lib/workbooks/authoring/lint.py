@@ -21,6 +21,8 @@ from workbooks.authoring.skeleton import (
     SECTIONS,
     parameter_values,
 )
+from workbooks.core.config import parse_duration
+from workbooks.core.errors import ConfigError
 from workbooks.notebook.catalog import Catalog
 from workbooks.running.parameters import Parameters
 from workbooks.running.routing import GROUPS
@@ -176,6 +178,15 @@ class _Linter:
                 f"group {meta.get('group')!r} is not one of {', '.join(GROUPS)}",
                 f"set group to one of them {where}",
             )
+        if "baseline" in meta:  # optional: the runbook's own default baseline
+            try:
+                parse_duration(str(meta["baseline"]))
+            except ConfigError as exc:
+                yield self.error(
+                    "metadata",
+                    f"baseline: {exc}",
+                    f'set "baseline" to a duration such as "7d", or remove it {where}',
+                )
 
     def _check_parameters(self) -> Iterator[LintError]:
         tagged = [i for i, cell in enumerate(self.cells) if PARAMETERS_TAG in _tags(cell)]

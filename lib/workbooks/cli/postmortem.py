@@ -55,7 +55,12 @@ def _labels(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -
 @click.option("--from", "from_run", metavar="ID", help="An archived run: its alert and evidence.")
 @click.option("--prometheus", metavar="URL", help="Prometheus to query [default: the configured].")
 @click.option("--lookback", type=Duration(as_text=True), default="2h", show_default=True)
-@click.option("--baseline", type=Duration(as_text=True), default="1d", show_default=True)
+@click.option(
+    "--baseline",
+    type=Duration(as_text=True),
+    default=None,
+    help="Default: the runbook's own (metadata.workbooks.baseline), else 1d.",
+)
 @click.option(
     "--folder",
     type=click.Path(file_okay=False, path_type=Path),
@@ -75,7 +80,7 @@ def open_workbook(
     from_run: str | None,
     prometheus: str | None,
     lookback: str,
-    baseline: str,
+    baseline: str | None,
     folder: Path | None,
     no_browser: bool,
     port: int | None,

@@ -32,7 +32,12 @@ from workbooks.core.paths import DEMO_ALERT_FILE, bundled_demos, demo_dir
     help="Replay from a saved evidence folder instead of querying Prometheus.",
 )
 @click.option("--lookback", type=Duration(as_text=True), default="2h", show_default=True)
-@click.option("--baseline", type=Duration(as_text=True), default="1d", show_default=True)
+@click.option(
+    "--baseline",
+    type=Duration(as_text=True),
+    default=None,
+    help="Default: the runbook's own (metadata.workbooks.baseline), else 1d.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (a list if several).")
 @click.pass_obj
 @handles_errors
@@ -43,7 +48,7 @@ def run(
     prometheus: str | None,
     evidence: Path | None,
     lookback: str,
-    baseline: str,
+    baseline: str | None,
     as_json: bool,
 ) -> None:
     """Run the runbooks for an alert; archive them.

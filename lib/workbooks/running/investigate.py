@@ -33,7 +33,7 @@ from workbooks.core.alert import AlertGroup
 from workbooks.core.config import Config, find_config_file, parse_duration
 from workbooks.core.errors import ArchiveError, ConfigError, WorkbooksError
 from workbooks.notebook.sources import archived_source, choose_source
-from workbooks.running.parameters import Parameters
+from workbooks.running.parameters import DEFAULT_BASELINE, Parameters
 from workbooks.running.routing import Runbook, configured_runbooks, get_runbook, route
 
 INVESTIGATIONS_DIR = "investigations"
@@ -51,7 +51,7 @@ def open_workbook(
     folder: Path | None = None,
     source: str | None = None,
     lookback: str = "2h",
-    baseline: str = "1d",
+    baseline: str | None = None,
     config: Config,
     archive: Archive | None = None,
 ) -> Path:
@@ -73,7 +73,8 @@ def open_workbook(
         )
     runbooks = configured_runbooks(config)
     for duration in (lookback, baseline):
-        parse_duration(duration)  # bad input fails here, not in a cell
+        if duration is not None:  # None: the runbook's own baseline
+            parse_duration(duration)  # bad input fails here, not in a cell
     if from_run is not None:
         if archive is None:
             raise ConfigError("opening an archived run (--from) needs the archive")
@@ -105,7 +106,7 @@ def open_workbook(
             labels=dict(labels or {}),
             source=_live_source(source, config),
             lookback=lookback,
-            baseline=baseline,
+            baseline=baseline or chosen.baseline or DEFAULT_BASELINE,
         ).to_dict()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = Path(folder or Path(INVESTIGATIONS_DIR) / f"{stamp}-{slug(chosen.id)}").absolute()

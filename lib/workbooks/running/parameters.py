@@ -15,6 +15,9 @@ from typing import Any
 from workbooks.core.alert import Alert, AlertGroup
 from workbooks.core.findings import SEVERITIES
 
+# The baseline when neither the caller nor the runbook (metadata.workbooks.baseline) names one.
+DEFAULT_BASELINE = "1d"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Parameters:

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from workbooks.core.alert import Alert, AlertGroup
-from workbooks.core.config import Config, RoutingRule
+from workbooks.core.config import Config, RoutingRule, parse_duration
 from workbooks.core.errors import ConfigError, UnknownRunbookError
 
 GROUPS = ("service", "model", "infrastructure", "security", "mobile")
@@ -35,6 +35,9 @@ class Runbook:
     group: str
     summary: str
     path: Path
+    # The runbook's own default baseline (metadata.workbooks.baseline, e.g. "7d" for weekly
+    # traffic); None: the shared default. A caller's explicit baseline always wins.
+    baseline: str | None = None
 
     @property
     def content_hash(self) -> str:
@@ -51,6 +54,9 @@ def read_runbook(path: Path) -> Runbook:
             raise TypeError("alerts must be a list of alertnames")
         if meta["group"] not in GROUPS:
             raise ValueError(f"group must be one of {', '.join(GROUPS)}")
+        baseline = meta.get("baseline")
+        if baseline is not None:
+            parse_duration(str(baseline))  # its ConfigError names the bad text
         return Runbook(
             id=str(meta["runbook"]),
             title=str(meta["title"]),
@@ -58,11 +64,12 @@ def read_runbook(path: Path) -> Runbook:
             group=meta["group"],
             summary=str(meta["summary"]),
             path=path,
+            baseline=None if baseline is None else str(baseline).strip(),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         raise UnknownRunbookError(
             f"{path} is not a runbook notebook: it needs metadata.workbooks with runbook, title, "
-            f"alerts (a list), group and summary ({exc})"
+            f"alerts (a list), group and summary, and optionally a baseline duration ({exc})"
         ) from exc
 
 

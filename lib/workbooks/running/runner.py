@@ -34,7 +34,7 @@ from workbooks.running.execution import (
     mark_failure,
     read_notebook,
 )
-from workbooks.running.parameters import Parameters
+from workbooks.running.parameters import DEFAULT_BASELINE, Parameters
 from workbooks.running.routing import Route, Runbook, configured_runbooks, route
 
 
@@ -45,14 +45,18 @@ def workbook_parameters(
     *,
     source: str,
     lookback: str = "2h",
-    baseline: str = "1d",
+    baseline: str | None = None,
 ) -> dict[str, Any]:
-    """The parameters every runbook takes (DESIGN.md), from the alerts routed to it."""
+    """The parameters every runbook takes (DESIGN.md), from the alerts routed to it.
+
+    ``baseline`` None means the runbook's own default (its metadata), else ``DEFAULT_BASELINE``.
+    """
     if not alerts:
         raise ValueError(f"no alerts routed to runbook {runbook.id}")
     refuse_credentials(source)  # parameters are written into the archived notebook
+    chosen = baseline or runbook.baseline or DEFAULT_BASELINE
     return Parameters.from_alerts(
-        alerts, group, source=source, lookback=lookback, baseline=baseline
+        alerts, group, source=source, lookback=lookback, baseline=chosen
     ).to_dict()
 
 
@@ -64,7 +68,7 @@ def run_alert(
     source: str,
     runbook_id: str | None = None,
     lookback: str = "2h",
-    baseline: str = "1d",
+    baseline: str | None = None,
 ) -> list[RunRecord]:
     """Run every runbook the group routes to and archive each run, failed or not.
 

@@ -1,7 +1,8 @@
 """The sample grid of one scenario: timestamps, daily traffic, seeded noise, counters.
 
 History exists only where a workbook looks: the stretch before and after the alert, and the same
-stretch one `baseline` earlier. Both stretches share one grid of `step`-spaced samples.
+stretch one `baseline` earlier (and each day between, with `days_between`). Every stretch
+shares one grid of `step`-spaced samples.
 """
 
 from __future__ import annotations
@@ -19,17 +20,16 @@ if TYPE_CHECKING:
 
 
 class Grid:
-    """Sample times of both stretches (baseline first) and what every series is built from."""
+    """Sample times of every stretch (baseline first) and what every series is built from."""
 
     def __init__(self, scenario: Scenario) -> None:
         self.seed = scenario.seed
         step = scenario.step.total_seconds()
-        (base_start, _), (start, end) = scenario.history_windows
+        (base_start, _), *_, (start, end) = scenario.history_windows
         self.first = base_start.timestamp()
         count = int((end - start).total_seconds() // step) + 1
         current = start.timestamp() + step * np.arange(count)
-        baseline = current - scenario.baseline.total_seconds()
-        self.times = np.concatenate([baseline, current])
+        self.times = np.concatenate([current - o.total_seconds() for o in scenario.offsets])
         self.time_text = [format_seconds(t) for t in self.times]
         self.onset = scenario.onset.timestamp()
         self.after = self.times >= self.onset

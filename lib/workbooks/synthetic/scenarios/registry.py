@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workbooks.core.errors import UnknownRunbookError
 
@@ -32,6 +32,8 @@ class RunbookScenarios:
     demo: Case | None  # the bundled demo incident (runbook filled in); None until it exists
     cases: tuple[Case, ...]  # the end-to-end cases (runbook filled in)
     labels: dict[str, tuple[str, ...]]  # allowed values of its own `affected` keys
+    # Scenario defaults of this runbook (SCENARIO, optional), e.g. a weekly baseline
+    scenario: dict[str, Any] = field(default_factory=dict)
 
 
 @functools.cache
@@ -65,6 +67,7 @@ def _declared(module: ModuleType) -> RunbookScenarios:
         demo=replace(module.DEMO, runbook=runbook_id) if module.DEMO else None,
         cases=tuple(replace(case, runbook=runbook_id) for case in module.CASES),
         labels=dict(getattr(module, "LABELS", {})),
+        scenario=dict(getattr(module, "SCENARIO", {})),
     )
 
 
@@ -91,11 +94,3 @@ def cause(runbook_id: str, name: str) -> Cause:
 def all_cases() -> list[Case]:
     """Every end-to-end case of every runbook."""
     return [case for scenarios in runbooks().values() for case in scenarios.cases]
-
-
-def known_labels() -> dict[str, set[str]]:
-    merged: dict[str, set[str]] = {}
-    for scenarios in runbooks().values():
-        for key, values in scenarios.labels.items():
-            merged.setdefault(key, set()).update(values)
-    return merged

@@ -106,6 +106,9 @@ class Scenario:
     service: str = "inference-api"
     lookback: timedelta = timedelta(hours=2)
     baseline: timedelta = timedelta(days=1)
+    # Also the same stretch on each whole day between the baseline and now: a weekly baseline
+    # ("7d") is judged against the days between too (anomalous-traffic).
+    days_between: bool = False
     after_onset: timedelta = timedelta(minutes=40)
     step: timedelta = timedelta(seconds=60)
 
@@ -118,9 +121,11 @@ class Scenario:
         if self.baseline <= self.end - self._start:
             # The two stretches would overlap and promtool would drop the repeated samples.
             raise ValueError("baseline must be longer than lookback + 20min + after_onset")
+        if self.days_between and self.baseline % timedelta(days=1):
+            raise ValueError("days_between needs a baseline of whole days, such as 7 days")
         if set(self.affected) != set(cause.affected):
             raise ValueError(f"{self.cause} needs affected keys {sorted(cause.affected)}")
-        _check_affected(self.affected)
+        _check_affected(self.runbook, self.affected)
 
     @property
     def alert_starts_at(self) -> datetime:
@@ -137,9 +142,16 @@ class Scenario:
         return self.onset - self.lookback - MARGIN
 
     @property
-    def history_windows(self) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
-        """The two stretches that hold samples, (baseline, current), ends inclusive."""
-        return (self._start - self.baseline, self.end - self.baseline), (self._start, self.end)
+    def offsets(self) -> tuple[timedelta, ...]:
+        """How far back each stretch is: the baseline first, then the days between, then 0."""
+        between = range(self.baseline.days - 1, 0, -1) if self.days_between else range(0)
+        return (self.baseline, *(timedelta(days=days) for days in between), timedelta(0))
+
+    @property
+    def history_windows(self) -> tuple[tuple[datetime, datetime], ...]:
+        """The stretches that hold samples, oldest (the baseline) first, current last; ends
+        inclusive. Two unless `days_between`."""
+        return tuple((self._start - offset, self.end - offset) for offset in self.offsets)
 
     def fleet(self) -> Fleet:
         """The fleet with this scenario's cause planted."""
@@ -206,6 +218,7 @@ def make_scenario(
     10 minutes in the future with the default `after_onset`.
     """
     planted = registry.cause(runbook, cause)
+    kw = {**registry.runbook(runbook).scenario, **kw}  # the module's SCENARIO defaults
     if onset is None:
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         onset = now - timedelta(minutes=30)
@@ -240,9 +253,11 @@ def _render(scenarios: Sequence[Scenario]) -> str:
     return render(blocks)
 
 
-def _check_affected(affected: dict[str, str]) -> None:
+def _check_affected(runbook: str, affected: dict[str, str]) -> None:
+    # The label values this runbook's families write: two runbooks may both use a label (the
+    # clients of unauthorized-access and of anomalous-traffic) with values of their own.
     allowed = {"route": set(ROUTES), "instance": set(INSTANCES)}
-    allowed.update(registry.known_labels())
+    allowed.update({key: set(values) for key, values in registry.runbook(runbook).labels.items()})
     if affected.get("model_version") == OLD_VERSION:
         raise ValueError(f"the rolled-out model_version must differ from {OLD_VERSION}")
     for key, value in affected.items():
