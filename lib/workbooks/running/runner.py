@@ -36,6 +36,7 @@ from workbooks.running.execution import (
 )
 from workbooks.running.parameters import Parameters
 from workbooks.running.routing import Route, Runbook, configured_runbooks, route
+from workbooks.running.warm import KernelPool
 
 
 def workbook_parameters(
@@ -62,6 +63,7 @@ def run_alert(
     config: Config,
     archive: Archive,
     source: str,
+    kernels: KernelPool | None = None,
     runbook_id: str | None = None,
     lookback: str = "2h",
     baseline: str = "1d",
@@ -70,6 +72,7 @@ def run_alert(
 
     Bad input (no runbook for an alertname, credentials in ``source``) raises before anything is
     archived. After that, whatever happens inside one run is archived as that run's error.
+    ``kernels`` gives each run a warm kernel; without it each run starts its own.
     """
     routes = route(group, configured_runbooks(config), runbook_id=runbook_id)
     planned = []
@@ -79,7 +82,7 @@ def run_alert(
         )
         planned.append((each, parameters))
     return [
-        _run_route(each, parameters, group, config=config, archive=archive)
+        _run_route(each, parameters, group, config=config, archive=archive, kernels=kernels)
         for each, parameters in planned
     ]
 
@@ -91,6 +94,7 @@ def _run_route(
     *,
     config: Config,
     archive: Archive,
+    kernels: KernelPool | None = None,
 ) -> RunRecord:
     runbook = planned.runbook
     runbook_hash = runbook.content_hash  # the version that runs, even if edited meanwhile
@@ -102,6 +106,7 @@ def _run_route(
         (staging / ALERT_FILE).write_text(
             json.dumps(group.to_payload(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
+        kernel = kernels.take() if kernels is not None else None
         execution = execute_notebook(
             runbook.path,
             notebook,
@@ -110,6 +115,7 @@ def _run_route(
             cell_timeout=config.cell_timeout_seconds,
             run_timeout=config.run_timeout_seconds,
             env=_kernel_environment(staging),
+            kernel=kernel,
         )
         executed = read_notebook(notebook)
         findings = ranked(findings_from_notebook(executed)) if executed else []
@@ -176,7 +182,9 @@ def _kernel_environment(staging: Path) -> dict[str, str]:
     return env
 
 
-def replay(archive: Archive, run_id: str, *, config: Config) -> RunRecord:
+def replay(
+    archive: Archive, run_id: str, *, config: Config, kernels: KernelPool | None = None
+) -> RunRecord:
     """Run an archived run's runbook again on its alert, from its saved evidence."""
     original = archive.get(run_id)
     source = archived_source(
@@ -205,4 +213,4 @@ def replay(archive: Archive, run_id: str, *, config: Config) -> RunRecord:
         lookback=original.lookback,
         baseline=original.baseline,
     )
-    return _run_route(chosen, parameters, group, config=config, archive=archive)
+    return _run_route(chosen, parameters, group, config=config, archive=archive, kernels=kernels)
