@@ -27,6 +27,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,15 +104,34 @@ def prepare(kernel: WarmKernel, *, cwd: Path, env: Mapping[str, str]) -> None:
 
 
 def _silent(kernel: WarmKernel, code: str, *, timeout: float) -> None:
-    """Run ``code`` as a silent request (no execution count, no broadcast); raise if it fails."""
+    """Run ``code`` as a silent request (no execution count, no broadcast); raise if it fails.
+
+    Liveness is the kernel's process, not the client's heartbeat: on a loaded machine a
+    heartbeat misses its second and ``wait_for_ready`` calls a starting kernel dead (seen with
+    the load average at 4 on 2 cores).
+    """
     client = BlockingKernelClient()
     client.load_connection_info(kernel.manager.get_connection_info())
-    client.start_channels()
+    client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+    deadline = time.monotonic() + timeout
     try:
-        client.wait_for_ready(timeout=timeout)
         msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
         while True:
-            reply = client.get_shell_msg(timeout=timeout)
+            try:
+                reply = client.get_shell_msg(timeout=0.5)
+            except queue.Empty:
+                process = getattr(kernel.manager.provisioner, "process", None)
+                if process is None or process.poll() is not None:
+                    raise RunFailedError(
+                        "a warm kernel died while starting; its log says why "
+                        "(jupyter kernelspec list shows the kernel it ran)"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise RunFailedError(
+                        f"a warm kernel did not answer in {timeout:g} s; the machine may be "
+                        "overloaded: retry, or run fewer workers"
+                    ) from None
+                continue
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
     finally:
@@ -179,6 +199,11 @@ class KernelPool:
                     kernel.discard()
                 return
             self._ready.put(kernel)
+
+    @property
+    def ready(self) -> int:
+        """How many kernels are started and waiting for a run."""
+        return self._ready.qsize()
 
     def take(self) -> WarmKernel:
         """A warm kernel, waiting for one being started; a new one if none is coming."""

@@ -196,6 +196,7 @@ class Service:
                 "queue": self.queue.backend,
                 "pending": pending,
                 "workers": self.workers,
+                "warm_kernels": self.kernels.ready if self.kernels else 0,
                 "runs": runs,
             }
         )
