@@ -99,6 +99,11 @@ def execute_notebook(
                     # The outputs are in once the last cell replied; a graceful shutdown only
                     # waits (measured 0.3-1 s per run) for a kernel whose work is done.
                     shutdown_kernel="immediate",
+                    # papermill rewrites the whole notebook (charts included) as each cell starts
+                    # and ends: 50 writes, 1.3 s of this process per high-latency run (cProfile).
+                    # It writes it once more when the run ends, whatever way it ends, and that
+                    # is the copy archived and read back for the error's cell.
+                    request_save_on_cell_execute=False,
                     **how,
                 )
         except Exception as exc:  # every failure becomes the run's error, never lost
