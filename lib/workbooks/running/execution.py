@@ -88,7 +88,7 @@ def execute_notebook(
                 else:
                     watchdog.attach(kernel.manager)
                     prepare(kernel, cwd=Path(cwd).absolute(), env=env or {})
-                    how = {"engine_name": ENGINE_NAME, "km": kernel.manager}
+                    how = {"km": kernel.manager}
                 papermill.execute_notebook(
                     str(notebook),
                     str(output),
@@ -96,14 +96,10 @@ def execute_notebook(
                     kernel_name=kernel_name,
                     progress_bar=False,
                     execution_timeout=cell_timeout,
+                    engine_name=ENGINE_NAME,  # nbclient's, with one notebook write per run
                     # The outputs are in once the last cell replied; a graceful shutdown only
                     # waits (measured 0.3-1 s per run) for a kernel whose work is done.
                     shutdown_kernel="immediate",
-                    # papermill rewrites the whole notebook (charts included) as each cell starts
-                    # and ends: 50 writes, 1.3 s of this process per high-latency run (cProfile).
-                    # It writes it once more when the run ends, whatever way it ends, and that
-                    # is the copy archived and read back for the error's cell.
-                    request_save_on_cell_execute=False,
                     **how,
                 )
         except Exception as exc:  # every failure becomes the run's error, never lost
