@@ -27,8 +27,8 @@ lint: setup  ## ruff, and the notebook contract on every runbook (workbook lint)
 test: setup system-deps lint  ## every test: units, notebooks as stored (nbval), end to end on a real Prometheus
 	$(BIN)/pytest
 
-benchmark: setup system-deps
-	$(BIN)/python benchmarks/alert_to_artifact.py
+benchmark: setup system-deps  ## issue 12's numbers: cold/warm runs against the floor, reading commands, artifact, storm
+	$(BIN)/python benchmarks/speed.py
 
 clean:
 	rm -rf $(VENV) archive .pytest_cache

@@ -6,8 +6,12 @@ Each check runs in a fresh interpreter, so nothing imported by the test session 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -26,3 +30,70 @@ def test_running_a_workbook_does_not_build_rfc3987s_grammar() -> None:
     assert "jsonschema" in loaded
     assert "rfc3987_syntax" not in loaded
     assert "lark" not in loaded
+
+
+HEAVY = {"pandas", "papermill", "nbformat", "nbclient", "matplotlib", "numpy", "jupyter_client"}
+
+
+def _modules_after_cli(*args: str, archive: Path) -> set[str]:
+    """The modules a `workbook ARGS` process has loaded when the command is done."""
+    return _modules_after(
+        "import contextlib, io, os\n"
+        f"os.environ['WORKBOOKS_ARCHIVE'] = {str(archive)!r}\n"
+        "from workbooks.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        main({list(args)!r}, prog_name='workbook')\n"
+        "    except SystemExit as exit:\n"
+        "        assert not exit.code, exit.code\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """An archive holding one real demo run (the CLI as a user runs it), and its run id."""
+    archive = tmp_path_factory.mktemp("imports") / "archive"
+    completed = subprocess.run(
+        [sys.executable, "-m", "workbooks", "demo", "high-latency", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=240,
+        env={**os.environ, "WORKBOOKS_ARCHIVE": str(archive)},
+    )
+    run = json.loads(completed.stdout)
+    run = run[0] if isinstance(run, list) else run
+    assert run["status"] == "succeeded"
+    return archive, run["run_id"]
+
+
+@pytest.mark.parametrize(
+    "args", [("--help",), ("list",), ("runbooks",), ("show", "RUN"), ("show", "RUN", "--json")]
+)
+def test_reading_commands_stay_off_the_heavy_imports(
+    args: tuple[str, ...], demo_archive: tuple[Path, str]
+) -> None:
+    """`workbook --help`, list, show, runbooks answer in about 0.2 s because none of them
+    loads pandas, matplotlib, papermill, nbformat or a kernel client (issue 12)."""
+    archive, run_id = demo_archive
+    loaded = _modules_after_cli(*(run_id if arg == "RUN" else arg for arg in args), archive=archive)
+    assert "workbooks.cli" in loaded
+    assert not {name.split(".")[0] for name in loaded} & HEAVY
+
+
+def test_a_demo_run_from_the_shell_starts_its_kernel_warm(demo_archive: tuple[Path, str]) -> None:
+    """The one-shot run's kernel was started before papermill, yet its notebook counts from
+    In [1], keeps every chart, and wrote its evidence into the run folder."""
+    archive, run_id = demo_archive
+    (folder,) = archive.glob(f"*/{run_id}")
+    notebook = json.loads((folder / "workbook.ipynb").read_text(encoding="utf-8"))
+    counts = [cell["execution_count"] for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert counts[0] == 1
+    charts = [
+        output
+        for cell in notebook["cells"]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(charts) >= 5
+    assert list((folder / "evidence").iterdir())

@@ -329,6 +329,7 @@ def test_healthz_and_metrics(accepting: ServiceThread) -> None:
         "queue": "sqlite",
         "pending": 0,
         "workers": 0,
+        "warm_kernels": 0,  # no workers, so no warm kernels
         "runs": {"queued": 0, "running": 0, "succeeded": 0, "failed": 0},
     }
     accepting.post(delivery(alert()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,10 @@ from workbooks.notebook.sources import (
 )
 
 EVIDENCE_ENV = "WORKBOOKS_EVIDENCE_DIR"
+# Range queries in flight at once from one kernel: enough to overlap a window with its
+# baseline (and their network waits), few enough that a run never floods Prometheus.
+QUERY_CONCURRENCY = 4
+_QUERIES = ThreadPoolExecutor(QUERY_CONCURRENCY, thread_name_prefix="workbooks-query")
 
 
 @dataclass
@@ -203,15 +208,18 @@ class Incident:
         roles = [("current", self.window)]
         if baseline:
             roles.append(("baseline", self.window.shifted(self.baseline_offset)))
-        for role, window in roles:
+        # The window and its baseline are fetched at once (they do not depend on each other),
+        # then handled in order as before, so findings and evidence come out the same.
+        source, key = self._source, self._evidence_key(name, values)
+        pending = [
+            _QUERIES.submit(
+                source.range_query, key, result.query, window, self.step_seconds, role=role
+            )
+            for role, window in roles
+        ]
+        for (role, window), future in zip(roles, pending, strict=True):
             try:
-                frame = self._source.range_query(
-                    self._evidence_key(name, values),
-                    result.query,
-                    window,
-                    self.step_seconds,
-                    role=role,
-                )
+                frame = future.result()
             except SourceUnavailableError as exc:
                 description = self.source_description
                 self._source_error = str(exc)

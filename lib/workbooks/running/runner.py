@@ -36,6 +36,7 @@ from workbooks.running.execution import (
 )
 from workbooks.running.parameters import DEFAULT_BASELINE, Parameters
 from workbooks.running.routing import Route, Runbook, configured_runbooks, route
+from workbooks.running.warm import KernelPool
 
 
 def workbook_parameters(
@@ -66,6 +67,7 @@ def run_alert(
     config: Config,
     archive: Archive,
     source: str,
+    kernels: KernelPool | None = None,
     runbook_id: str | None = None,
     lookback: str = "2h",
     baseline: str | None = None,
@@ -74,6 +76,7 @@ def run_alert(
 
     Bad input (no runbook for an alertname, credentials in ``source``) raises before anything is
     archived. After that, whatever happens inside one run is archived as that run's error.
+    ``kernels`` gives each run a warm kernel; without it each run starts its own.
     """
     routes = route(group, configured_runbooks(config), runbook_id=runbook_id)
     planned = []
@@ -83,7 +86,7 @@ def run_alert(
         )
         planned.append((each, parameters))
     return [
-        _run_route(each, parameters, group, config=config, archive=archive)
+        _run_route(each, parameters, group, config=config, archive=archive, kernels=kernels)
         for each, parameters in planned
     ]
 
@@ -95,6 +98,7 @@ def _run_route(
     *,
     config: Config,
     archive: Archive,
+    kernels: KernelPool | None = None,
 ) -> RunRecord:
     runbook = planned.runbook
     runbook_hash = runbook.content_hash  # the version that runs, even if edited meanwhile
@@ -106,6 +110,7 @@ def _run_route(
         (staging / ALERT_FILE).write_text(
             json.dumps(group.to_payload(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
+        kernel = kernels.take() if kernels is not None else None
         execution = execute_notebook(
             runbook.path,
             notebook,
@@ -114,6 +119,7 @@ def _run_route(
             cell_timeout=config.cell_timeout_seconds,
             run_timeout=config.run_timeout_seconds,
             env=_kernel_environment(staging),
+            kernel=kernel,
         )
         executed = read_notebook(notebook)
         findings = ranked(findings_from_notebook(executed)) if executed else []
@@ -180,7 +186,9 @@ def _kernel_environment(staging: Path) -> dict[str, str]:
     return env
 
 
-def replay(archive: Archive, run_id: str, *, config: Config) -> RunRecord:
+def replay(
+    archive: Archive, run_id: str, *, config: Config, kernels: KernelPool | None = None
+) -> RunRecord:
     """Run an archived run's runbook again on its alert, from its saved evidence."""
     original = archive.get(run_id)
     source = archived_source(
@@ -209,4 +217,4 @@ def replay(archive: Archive, run_id: str, *, config: Config) -> RunRecord:
         lookback=original.lookback,
         baseline=original.baseline,
     )
-    return _run_route(chosen, parameters, group, config=config, archive=archive)
+    return _run_route(chosen, parameters, group, config=config, archive=archive, kernels=kernels)

@@ -40,6 +40,7 @@ from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config
 from workbooks.core.errors import BadAlertError, ConfigError, UnknownRunbookError, WorkbooksError
 from workbooks.running.routing import Runbook, load_runbooks
+from workbooks.running.warm import KernelPool
 from workbooks.service import notify
 from workbooks.service.intake import Decision, Intake, QueuedRun, plan
 from workbooks.service.metrics import Metrics, QueueDepth
@@ -89,6 +90,8 @@ class Service:
         self._runbooks_lock = threading.Lock()
         self._runbooks: tuple[tuple[tuple[str, int], ...], dict[str, Runbook]] = ((), {})
         self._consumer: _Consumer | None = None
+        # Warm kernels for thread workers, one per worker (started in start()).
+        self.kernels: KernelPool | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.access = ReaderAccess.from_config(config)
@@ -193,6 +196,7 @@ class Service:
                 "queue": self.queue.backend,
                 "pending": pending,
                 "workers": self.workers,
+                "warm_kernels": self.kernels.ready if self.kernels else 0,
                 "runs": runs,
             }
         )
@@ -277,6 +281,7 @@ class Service:
                 config=self.config,
                 archive=self.archive,
                 source=run.source,
+                kernels=self.kernels,
                 runbook_id=run.runbook,
             )
         except WorkbooksError as exc:  # e.g. the runbook was removed since, or a full disk
@@ -342,6 +347,10 @@ class Service:
             # Started here, before any thread of ours: forked process workers must not inherit
             # a lock another thread held (measured: they hang on a futex otherwise).
             self._consumer.start()
+            if self.worker_type == "thread":
+                # One warm kernel per worker, each replaced after its run; forked process
+                # workers cannot share kernels started by this process, so they start their own.
+                self.kernels = KernelPool(self.workers)
             self._threads.append(_thread(self._supervise, "huey-consumer"))
         self._threads.append(_thread(self._recovery_loop, "recovery"))
 
@@ -376,6 +385,8 @@ class Service:
             self._consumer.stop(graceful=True)
         for thread in self._threads:
             thread.join(timeout=grace_seconds + 5)
+        if self.kernels is not None:
+            self.kernels.close()
         left = self.intake.counts()["running"] if self._consumer is not None else 0
         if left:
             log.warning("%d runs did not finish in time; they run again at the next start", left)

@@ -1,0 +1,293 @@
+"""Kernels started ahead of need, with the heavy imports done, each used for one run.
+
+A run's kernel spends most of its first cell importing pandas, matplotlib and the package
+(measured: 0.7 to 1.8 s of a 3 to 5 s run, on top of about 1 s to start the kernel). A
+:class:`KernelPool` starts kernels before any alert arrives and runs :data:`PRELOAD` in them, so
+a run finds a kernel that is ready. Each kernel serves ONE run and is then shut down, and the
+pool starts a replacement: nothing of one incident (variables, figures, caches filled by a run)
+can reach the next, because imports are all a kernel has done before its run.
+
+A warm kernel was started before its run's folder existed, so :func:`prepare` moves it there:
+it runs ``os.chdir`` and sets the run's environment (``WORKBOOKS_EVIDENCE_DIR`` etc.) as a
+silent request on the kernel's shell channel before papermill connects. Silent requests get no
+execution count and broadcast nothing, so the artifact is the same as from a fresh kernel, whose
+cwd and environment were given at start: its first cell is ``In [1]``.
+
+papermill is given the kernel through nbclient's ``km=``, via :class:`WarmEngine` (registered
+as :data:`ENGINE_NAME`). nbclient leaves a kernel it was handed running, and its client's
+channels open; the engine marks the client as owning it, so nbclient shuts both down after the
+run exactly as it does for a kernel it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.manager import AsyncKernelManager
+
+from workbooks.core.errors import RunFailedError
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "workbooks-warm"
+# What every runbook's first cell imports, done before the run (the charts module imports
+# matplotlib's Figure and pandas; the runbooks' modules are small once those are in).
+PRELOAD = "import pandas, matplotlib.figure, workbooks.notebook.incident, workbooks.runbooks.steps"
+START_TIMEOUT_SECONDS = 60.0
+PRELOAD_TIMEOUT_SECONDS = 120.0
+
+
+@dataclass(eq=False)
+class WarmKernel:
+    """A started kernel with :data:`PRELOAD` done, and the file its output goes to."""
+
+    manager: AsyncKernelManager
+    log: IO[bytes]
+
+    def shutdown(self) -> None:
+        """Shut the kernel down if its run did not (never used, or the run failed to start)."""
+        try:
+            if self.manager.has_kernel:
+                asyncio.run(self.manager.shutdown_kernel(now=True))
+        except Exception:  # already gone: nothing else to release
+            log.debug("warm kernel already stopped", exc_info=True)
+
+    def discard(self) -> None:
+        """Shut the kernel down and drop its log."""
+        self.shutdown()
+        self.log.close()
+
+
+def start_warm_kernel(
+    kernel_name: str = "python3", *, preload: str = PRELOAD, cwd: Path | None = None
+) -> WarmKernel:
+    """Start a kernel and run ``preload`` in it; raises :class:`RunFailedError` if it fails."""
+    kernel_log = tempfile.TemporaryFile()  # noqa: SIM115  (the WarmKernel owns it)
+    manager = AsyncKernelManager(kernel_name=kernel_name)
+    try:
+        asyncio.run(
+            manager.start_kernel(
+                cwd=str(cwd or tempfile.gettempdir()),
+                env=dict(os.environ),
+                stdout=kernel_log,
+                stderr=kernel_log,
+            )
+        )
+        kernel = WarmKernel(manager, kernel_log)
+        _silent(kernel, preload, timeout=PRELOAD_TIMEOUT_SECONDS)
+    except BaseException:
+        WarmKernel(manager, kernel_log).discard()
+        raise
+    return kernel
+
+
+def prepare(kernel: WarmKernel, *, cwd: Path, env: Mapping[str, str]) -> None:
+    """Put the kernel in the run's folder with the run's environment, invisibly to the notebook."""
+    code = (
+        "import os as _workbooks_os\n"
+        f"_workbooks_os.chdir({str(cwd)!r})\n"
+        f"_workbooks_os.environ.update({dict(env)!r})\n"
+        "del _workbooks_os\n"
+    )
+    _silent(kernel, code, timeout=START_TIMEOUT_SECONDS)
+
+
+def _silent(kernel: WarmKernel, code: str, *, timeout: float) -> None:
+    """Run ``code`` as a silent request (no execution count, no broadcast); raise if it fails.
+
+    Liveness is the kernel's process, not the client's heartbeat: on a loaded machine a
+    heartbeat misses its second and ``wait_for_ready`` calls a starting kernel dead (seen with
+    the load average at 4 on 2 cores).
+    """
+    client = BlockingKernelClient()
+    client.load_connection_info(kernel.manager.get_connection_info())
+    client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+    deadline = time.monotonic() + timeout
+    try:
+        msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
+        while True:
+            try:
+                reply = client.get_shell_msg(timeout=0.5)
+            except queue.Empty:
+                process = getattr(kernel.manager.provisioner, "process", None)
+                if process is None or process.poll() is not None:
+                    raise RunFailedError(
+                        "a warm kernel died while starting; its log says why "
+                        "(jupyter kernelspec list shows the kernel it ran)"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise RunFailedError(
+                        f"a warm kernel did not answer in {timeout:g} s; the machine may be "
+                        "overloaded: retry, or run fewer workers"
+                    ) from None
+                continue
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+    finally:
+        client.stop_channels()
+    content = reply["content"]
+    if content["status"] != "ok":
+        raise RunFailedError(
+            f"a warm kernel could not run {code.splitlines()[0]!r}: {content.get('ename')}: "
+            f"{content.get('evalue')}; check the package imports in this environment "
+            "(python -c 'import workbooks.notebook.incident')"
+        )
+
+
+class KernelPool:
+    """``size`` warm kernels kept ready; :meth:`take` hands one out for one run.
+
+    With ``refill`` (a service), every kernel taken is replaced in the background; without it
+    (a one-shot command), the kernels started up front are all there is, and :meth:`take`
+    starts a kernel on demand once they are used up. ``size`` background threads start them,
+    so kernels are started as many at a time as there are runs to use them, as before there
+    was a pool.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        kernel_name: str = "python3",
+        preload: str = PRELOAD,
+        refill: bool = True,
+    ) -> None:
+        self.size = size
+        self.kernel_name = kernel_name
+        self.preload = preload
+        self.refill = refill
+        self._ready: queue.Queue[WarmKernel | BaseException] = queue.Queue()
+        self._wanted: queue.Queue[bool] = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._starter, name=f"warm-kernel-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for _ in range(size):
+            self._want()
+        for thread in self._threads:
+            thread.start()
+
+    def _want(self) -> None:
+        with self._lock:
+            self._pending += 1
+        self._wanted.put(True)
+
+    def _starter(self) -> None:
+        while self._wanted.get() and not self._closed.is_set():
+            try:
+                kernel: WarmKernel | BaseException = start_warm_kernel(
+                    self.kernel_name, preload=self.preload
+                )
+            except Exception as exc:  # handed to the run that takes it, which records it
+                kernel = exc
+            if self._closed.is_set():
+                if isinstance(kernel, WarmKernel):
+                    kernel.discard()
+                return
+            self._ready.put(kernel)
+
+    @property
+    def ready(self) -> int:
+        """How many kernels are started and waiting for a run."""
+        return self._ready.qsize()
+
+    def take(self) -> WarmKernel:
+        """A warm kernel, waiting for one being started; a new one if none is coming."""
+        with self._lock:
+            coming = self._pending > 0
+            if coming:
+                self._pending -= 1
+        if not coming:
+            return start_warm_kernel(self.kernel_name, preload=self.preload)
+        if self.refill and not self._closed.is_set():
+            self._want()
+        kernel = self._ready.get()
+        if isinstance(kernel, BaseException):
+            raise RunFailedError(f"no warm kernel could be started: {kernel}") from kernel
+        return kernel
+
+    def close(self) -> None:
+        """Shut down the kernels not taken; those taken are ended by their runs."""
+        self._closed.set()
+        for _ in self._threads:
+            self._wanted.put(False)
+        for thread in self._threads:
+            thread.join(timeout=START_TIMEOUT_SECONDS)
+        while True:
+            try:
+                kernel = self._ready.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(kernel, WarmKernel):
+                kernel.discard()
+
+    def __enter__(self) -> KernelPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def register_engine() -> None:
+    """Make :data:`ENGINE_NAME` known to papermill (imports papermill: call where runs happen)."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import merge_kwargs, remove_args
+
+    class WarmEngine(NBClientEngine):
+        """papermill's nbclient engine (2.7's body): a kernel given as ``km=`` (or its own),
+        and one notebook write per run instead of two per cell."""
+
+        @classmethod
+        def execute_managed_notebook(  # type: ignore[override]
+            cls,
+            nb_man: Any,
+            kernel_name: str,
+            log_output: bool = False,
+            stdout_file: Any = None,
+            stderr_file: Any = None,
+            start_timeout: float = 60,
+            execution_timeout: float | None = None,
+            **kwargs: Any,
+        ) -> Any:
+            kwargs = remove_args(["input_path"], **kwargs)
+            safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+            final_kwargs = merge_kwargs(
+                safe_kwargs,
+                timeout=execution_timeout or kwargs.get("timeout"),
+                startup_timeout=start_timeout,
+                kernel_name=kernel_name,
+                log=logging.getLogger("papermill"),
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+            )
+            client = PapermillNotebookClient(nb_man, **final_kwargs)
+            # One run per kernel: nbclient shuts it down after, as it does a kernel it started.
+            client.owns_km = True
+            # papermill rewrites the whole notebook (charts included) as each cell starts and
+            # ends: 50 writes, 1.3 s of this process per high-latency run (cProfile). Only the
+            # last write is kept: papermill's notebook_complete() makes it after this returns
+            # or raises, so a timed-out or dead run's notebook still says where it stopped.
+            save = nb_man.save
+            nb_man.save = lambda **kwargs: None
+            try:
+                return client.execute()
+            finally:
+                nb_man.save = save
+
+    papermill_engines.register(ENGINE_NAME, WarmEngine)

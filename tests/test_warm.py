@@ -1,0 +1,121 @@
+"""Warm kernels: started ahead with the imports done, each used for one run, nothing carried over.
+
+Real kernels throughout; a run on a warm kernel must leave the same artifact as on a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from workbooks.archive.store import Archive
+from workbooks.core.alert import parse_alert_group
+from workbooks.core.config import Config
+from workbooks.core.paths import DEMO_ALERT_FILE, demo_dir
+from workbooks.running.execution import execute_notebook
+from workbooks.running.runner import run_alert
+from workbooks.running.warm import KernelPool, start_warm_kernel
+
+# Prints what a run's notebook sees of its kernel, then leaves a variable behind.
+PROBE = """\
+import os, sys
+print(json.dumps({
+    "cwd": os.getcwd(),
+    "evidence": os.environ.get("WORKBOOKS_EVIDENCE_DIR"),
+    "pandas_loaded": "pandas" in sys.modules,
+    "left_by_a_previous_run": "secret_of_the_last_incident" in globals(),
+}))
+secret_of_the_last_incident = 42
+"""
+
+
+def probe_notebook(folder: Path) -> Path:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("import json"), nbformat.v4.new_code_cell(PROBE)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    path = folder / "probe.ipynb"
+    nbformat.write(notebook, str(path))
+    return path
+
+
+def run_probe(folder: Path, notebook: Path, pool: KernelPool) -> tuple[dict, list]:
+    folder.mkdir()
+    kernel = pool.take()
+    execution = execute_notebook(
+        notebook,
+        folder / "out.ipynb",
+        {},
+        cwd=folder,
+        cell_timeout=30,
+        run_timeout=60,
+        env={"WORKBOOKS_EVIDENCE_DIR": str(folder / "evidence")},
+        kernel=kernel,
+    )
+    assert execution.status == "succeeded", execution.error
+    assert not kernel.manager.has_kernel, "a warm kernel must not outlive its run"
+    cells = nbformat.read(str(folder / "out.ipynb"), as_version=4).cells
+    code = [cell for cell in cells if cell.cell_type == "code"]
+    seen = json.loads(code[-1].outputs[0]["text"])
+    return seen, [cell.execution_count for cell in code]
+
+
+def test_each_run_gets_its_folder_environment_and_a_kernel_of_its_own(tmp_path: Path) -> None:
+    notebook = probe_notebook(tmp_path)
+    ours = os.getcwd()
+    with KernelPool(1) as pool:
+        first, counts = run_probe(tmp_path / "run-1", notebook, pool)
+        second, _ = run_probe(tmp_path / "run-2", notebook, pool)  # the pool's replacement
+    assert os.getcwd() == ours
+    assert first["cwd"] == str(tmp_path / "run-1")
+    assert first["evidence"] == str(tmp_path / "run-1" / "evidence")
+    assert second["cwd"] == str(tmp_path / "run-2")
+    assert first["pandas_loaded"] and second["pandas_loaded"], "the preload did not happen"
+    assert not second["left_by_a_previous_run"], "state passed from one run to the next"
+    # The silent set-up is invisible: the notebook's cells count from In [1] (parameters first).
+    assert counts[0] == 1 and counts == sorted(counts)
+
+
+def test_a_pool_without_refill_starts_a_kernel_when_it_runs_out(tmp_path: Path) -> None:
+    notebook = probe_notebook(tmp_path)
+    with KernelPool(1, refill=False) as pool:
+        run_probe(tmp_path / "run-1", notebook, pool)
+        seen, _ = run_probe(tmp_path / "run-2", notebook, pool)
+    assert seen["cwd"] == str(tmp_path / "run-2")
+
+
+def test_a_kernel_that_cannot_preload_says_what_failed() -> None:
+    with pytest.raises(Exception, match="no_such_module"):
+        start_warm_kernel(preload="import no_such_module")
+
+
+def test_demo_runs_on_a_warm_kernel_as_on_a_fresh_one(tmp_path: Path) -> None:
+    payload = (demo_dir("high-latency") / DEMO_ALERT_FILE).read_text(encoding="utf-8")
+    config = Config(archive=str(tmp_path / "archive"))
+    records = {}
+    with KernelPool(1) as pool:
+        for kind, kernels in (("warm", pool), ("fresh", None)):
+            archive = Archive(tmp_path / kind)
+            group = parse_alert_group(json.loads(payload))
+            (record,) = run_alert(
+                group, config=config, archive=archive, source="demo", kernels=kernels
+            )
+            records[kind] = (record, archive)
+    warm, fresh = records["warm"][0], records["fresh"][0]
+    assert warm.status == fresh.status == "succeeded"
+    assert warm.top_finding_title == fresh.top_finding_title
+    assert [f.title for f in records["warm"][1].findings(warm)] == [
+        f.title for f in records["fresh"][1].findings(fresh)
+    ]
+    notebooks = [
+        nbformat.read(str(record.path / "workbook.ipynb"), as_version=4) for record in (warm, fresh)
+    ]
+    images = [
+        sum("image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
+        for nb in notebooks
+    ]
+    assert images[0] == images[1] > 0, "every chart is in the warm run's artifact"
+    assert list((warm.path / "evidence").iterdir()), "the evidence went to the run's folder"
