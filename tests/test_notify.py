@@ -20,7 +20,7 @@ from apprise.plugins.slack import NotifySlack
 
 from test_service import ServiceThread, alert, delivery, free_port, service_config, wait_for
 from workbooks.archive.store import RunRecord
-from workbooks.core.config import Config, NotificationSettings
+from workbooks.core.config import Config, NotificationSettings, load_config
 from workbooks.core.errors import ConfigError
 from workbooks.core.findings import Finding
 from workbooks.service.app import Service
@@ -196,3 +196,43 @@ def test_a_failed_notification_never_fails_the_run(tmp_path: Path, receiver: Rec
     ((_, payload),) = receiver.posts
     assert f"workbook show {run.run_id}" in payload["message"]
     assert "EchoAlert echoed for 1 alerts" in payload["message"]
+
+
+def test_a_group_with_its_own_targets_gets_its_runbooks_summaries(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    security_desk = Receiver()
+    try:
+        config = Config.model_validate(
+            {
+                "notifications": {
+                    "targets": [f"json://127.0.0.1:{receiver.port}/sre"],
+                    "groups": {
+                        "security": {"targets": [f"json://127.0.0.1:{security_desk.port}/sec"]}
+                    },
+                },
+                "escalation": {
+                    "primary": "SRE on-call",
+                    "groups": {"security": {"primary": "Security on-call", "slack": "#sec"}},
+                },
+            }
+        )
+        breach = record(tmp_path, runbook="unauthorized-access", alert_name="HighAuthFailureRate")
+        assert notify_run(breach, FINDINGS, config=config).sent == 1
+        assert notify_run(record(tmp_path), FINDINGS, config=config).sent == 1
+
+        ((path, payload),) = security_desk.posts
+        assert path == "/sec" and "unauthorized-access" in payload["title"]
+        assert "escalate to Security on-call (#sec)" in payload["message"]
+        ((path, payload),) = receiver.posts  # the service group has no targets of its own
+        assert path == "/sre" and "high-latency" in payload["title"]
+        assert "escalate to SRE on-call" in payload["message"]
+    finally:
+        security_desk.close()
+
+
+def test_notification_groups_must_be_runbook_groups(tmp_path: Path) -> None:
+    path = tmp_path / "workbooks.yaml"
+    path.write_text("notifications:\n  groups:\n    secops: {targets: ['json://127.0.0.1/']}\n")
+    with pytest.raises(ConfigError, match="unknown runbook group secops; the groups are service"):
+        load_config(path, env={})

@@ -108,6 +108,17 @@ class GroupEscalation(_Model):
     escalate_after_minutes: int | None = None
 
 
+def known_groups(groups: dict[str, Any]) -> dict[str, Any]:
+    """``groups`` unchanged when every key is a runbook group, else a ValueError naming them."""
+    unknown = sorted(set(groups) - set(RUNBOOK_GROUPS))
+    if unknown:
+        raise ValueError(
+            f"unknown runbook group {', '.join(unknown)}; "
+            f"the groups are {', '.join(RUNBOOK_GROUPS)}"
+        )
+    return groups
+
+
 class Escalation(_Model):
     """Who to call; shown in every workbook's Escalation section, used by notifications.
 
@@ -127,13 +138,7 @@ class Escalation(_Model):
     @field_validator("groups")
     @classmethod
     def _known_groups(cls, groups: dict[str, GroupEscalation]) -> dict[str, GroupEscalation]:
-        unknown = sorted(set(groups) - set(RUNBOOK_GROUPS))
-        if unknown:
-            raise ValueError(
-                f"unknown runbook group {', '.join(unknown)}; the groups are "
-                f"{', '.join(RUNBOOK_GROUPS)}"
-            )
-        return groups
+        return known_groups(groups)
 
 
 EscalationSettings = Escalation  # the name other parts know the contacts by
@@ -154,11 +159,36 @@ class ServiceSettings(_Model):
     trusted_user_header: str | None = None
 
 
+class GroupNotifications(_Model):
+    """Where one runbook group's run summaries go instead of the default targets."""
+
+    targets: list[str] = Field(default_factory=list, repr=False)
+
+
 class NotificationSettings(_Model):
-    """Where run summaries go: apprise URLs (Slack incoming webhooks among them)."""
+    """Where run summaries go: apprise URLs (Slack incoming webhooks among them).
+
+    ``groups`` sends one runbook group's summaries to its own targets (``security: {targets:
+    [slack://...]}``): see :meth:`targets_for`.
+    """
 
     targets: list[str] = Field(default_factory=list, repr=False)
     template: str | None = None  # a Jinja2 file; default templates/notification.md.j2
+    groups: dict[str, GroupNotifications] = Field(default_factory=dict, repr=False)
+
+    @field_validator("groups")
+    @classmethod
+    def _known_groups(cls, groups: dict[str, GroupNotifications]) -> dict[str, GroupNotifications]:
+        return known_groups(groups)
+
+    def targets_for(self, group: str | None) -> list[str]:
+        """The group's own targets when it has some, else the default ones."""
+        own = self.groups.get(group) if group else None
+        return own.targets if own is not None and own.targets else self.targets
+
+    @property
+    def any_targets(self) -> bool:
+        return bool(self.targets) or any(each.targets for each in self.groups.values())
 
 
 class RoutingRule(_Model):

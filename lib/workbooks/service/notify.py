@@ -25,6 +25,7 @@ from workbooks.archive.store import NOTEBOOK_FILE, Archive, RunRecord
 from workbooks.core.config import PROJECT_ROOT, Config
 from workbooks.core.errors import ConfigError, WorkbooksError
 from workbooks.core.findings import Finding, ranked
+from workbooks.core.paths import runbook_group
 from workbooks.core.redact import target_label
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "templates" / "notification.md.j2"
@@ -105,7 +106,7 @@ def render(record: RunRecord, findings: Sequence[Finding], *, config: Config) ->
         "more_findings": max(len(ordered) - TOP_FINDINGS, 0),
         "artifact": str(record.path / NOTEBOOK_FILE),
         "show_command": f"workbook show {record.run_id}",
-        "escalation": config.escalation,
+        "escalation": config.escalation_for(runbook_group(record.runbook, config.notebooks_dir)),
     }
     try:
         template = _environment(path.parent).get_template(path.name)
@@ -148,9 +149,14 @@ def send(title: str, body: str, targets: Sequence[str], *, status: str = "succee
     return Delivery(sent=sent, failed=failed)
 
 
+def targets_for(runbook: str, config: Config) -> list[str]:
+    """Where summaries of ``runbook``'s runs go: its group's targets, else the default ones."""
+    return config.notifications.targets_for(runbook_group(runbook, config.notebooks_dir))
+
+
 def notify_run(record: RunRecord, findings: Sequence[Finding], *, config: Config) -> Delivery:
-    """Render the run's summary and send it to every configured target; never raises."""
-    targets = config.notifications.targets
+    """Render the run's summary and send it to its runbook group's targets; never raises."""
+    targets = targets_for(record.runbook, config)
     if not targets:
         return Delivery()
     try:
@@ -170,7 +176,7 @@ def notify_outcome(
     incident: str,
 ) -> list[Delivery]:
     """Summaries of a queued run's archived records, or word that it could not run at all."""
-    if not config.notifications.targets:
+    if not config.notifications.any_targets:
         return []
     deliveries = []
     for record in records:
@@ -182,7 +188,9 @@ def notify_outcome(
     if error is not None:
         title = "a workbook could not run"
         body = f"Incident `{inert(incident)}`: {inert(error)}\n"
-        deliveries.append(send(title, body, config.notifications.targets, status="failed"))
+        # Which runbook it was for is unknown here: word goes to the default targets.
+        if config.notifications.targets:
+            deliveries.append(send(title, body, config.notifications.targets, status="failed"))
     return deliveries
 
 
