@@ -273,7 +273,7 @@ def _record_slices(
         f"{where} against its own baseline (gap "
         f"{steps.points_text(float(worst['baseline']))} → "
         f"{steps.points_text(float(worst['current']))}){_onset_text(result, found.culprits[0])}; "
-        f"other slices {steps.points_text(found.others_change)}{_largest_gap(found)}"
+        f"other slices {_points(found.others_change)}{_largest_gap(found)}"
     )
     if explained is not None:
         title += f" (explained by {explained})"
@@ -294,6 +294,11 @@ def _record_slices(
             f"{precision} before switching back.",
         )
     )
+
+
+def _points(delta: float | None) -> str:
+    """Signed points, without a "-0.0" for a change that rounds to nothing."""
+    return steps.points_text(None if delta is None else (round(delta, 4) or 0.0))
 
 
 def _onset_text(result: QueryResult, name: str) -> str:

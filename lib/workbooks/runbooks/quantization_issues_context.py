@@ -27,6 +27,7 @@ def share_text(share: float | None, *, signed: bool = False) -> str:
     """A share of outputs at the precision faults need: ``1.5%``, ``0.005%``."""
     if share is None or not math.isfinite(share):
         return "n/a"
+    share = round(share, 7) or 0.0  # no "-0%"
     return f"{share * 100:{'+' if signed else ''}.2g}%"
 
 
@@ -69,7 +70,16 @@ def _heatmap(incident: Incident, change: pd.DataFrame, text: pd.DataFrame) -> ch
     ax.set_yticks(range(change.shape[0]), list(change.index), fontsize=8)
     for row in range(change.shape[0]):
         for column in range(change.shape[1]):
-            ax.text(column, row, text.iat[row, column], ha="center", va="center", fontsize=7.5)
+            dark = abs(values[row, column]) > 0.6 * reach  # white on the deep colours
+            ax.text(
+                column,
+                row,
+                text.iat[row, column],
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="white" if dark else "black",
+            )
     figure.colorbar(image, ax=ax, label="gap change, points (red: wider)")
     title = "Gap to fp32 by precision and eval set: now (baseline), points"
     ax.set_title(incident.chart_title(title), loc="left", fontsize=11, fontweight="bold")
@@ -116,14 +126,14 @@ def fp32_fell(
         _record_fp32_fell(incident, fp32, result, found, fell)
         return tuple(fell)
     held = (
-        f"fp32 (the reference) held on every eval set (largest drop "
+        f"the fp32 reference held on every eval set (largest drop "
         f"{steps.change_of(found.change, 'delta', 'ratio')})"
     )
     steps.checked(incident, held)
     incident.record(
         Finding(
             severity="info",
-            title=f"{held[0].upper()}{held[1:]}: any change is in the quantized precisions",
+            title=f"The{held[3:]}: any change is in the quantized precisions",
             subject={"precision": "fp32"},
             metric=fp32.name,
         )
@@ -207,7 +217,7 @@ def numeric_faults(
         or ratio >= limits["fault_ratio_moved"]
     ]
     if not culprits:
-        largest = steps.change_of(found.change, "delta", "ratio")
+        largest = share_text(found.change, signed=True)
         steps.checked(incident, f"numeric faults by precision: none rose (largest {largest})")
         incident.record(
             Finding(
