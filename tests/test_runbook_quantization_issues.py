@@ -204,7 +204,7 @@ def test_fp32_falling_stops_the_blame_even_when_a_gap_moved() -> None:
     assert not [f for f in causes(findings) if f.subject_values("precision")]
 
 
-# --- versions --------------------------------------------------------------------------------------
+# --- versions ---------------------------------------------------------------------------------
 
 
 def test_a_version_is_named_when_the_old_version_evaluated_beside_it_kept_its_gap() -> None:
@@ -248,7 +248,7 @@ def test_serving_reads_the_newest_version_at_each_point() -> None:
     assert after[after["precision"] == "int8"]["value"].median() == pytest.approx(-0.06, abs=0.003)
 
 
-# --- numeric faults --------------------------------------------------------------------------------
+# --- numeric faults ---------------------------------------------------------------------------
 
 
 def test_nan_outputs_on_one_precision_are_the_cause_and_explain_its_wider_gap() -> None:
