@@ -25,6 +25,7 @@ from workbooks.runbooks.quantization_issues_context import (
     gap_table,
     latency,
     numeric_faults,
+    version_chart,
 )
 from workbooks.runbooks.quantization_issues_data import (
     SLICE,
@@ -180,7 +181,7 @@ def which(
     if found is None:
         return None
     if not found.culprits:
-        _no_slice(incident, gaps, found)
+        _no_slice(incident, gaps, found, since=since)
         return found
     if fp32_dropped:
         steps.checked(
@@ -193,7 +194,7 @@ def which(
     if set(precisions) <= set(faulty):
         _record_slices(incident, result, found, about, cause=None, explained="numeric faults")
         return found
-    if _follows_version(incident, gaps, versions, found.culprits, precisions, since=since):
+    if _follows_version(incident, gaps, versions, found.culprits, about, since=since):
         _record_slices(incident, result, found, about, cause=None, explained="the version above")
         return found
     cause: Cause = "config" if "modality" in about or len(about["eval_set"]) > 2 else "data"
@@ -206,7 +207,7 @@ def _follows_version(
     gaps: QueryResult,
     versions: QueryResult,
     names: tuple[str, ...],
-    precisions: list[str],
+    about: dict[str, list[str]],
     *,
     since: pd.Timestamp,
 ) -> bool:
@@ -214,6 +215,8 @@ def _follows_version(
     (:func:`workbooks.runbooks.steps.judge_rollout`), so the older version's gap, still
     evaluated beside the new one or before it, must have stayed."""
     limits = THRESHOLDS.of(incident)
+    precisions = about["precision"]
+    version_chart(incident, gaps, names, since)
     verdicts = steps.correlate_rollouts(
         incident,
         versions,
@@ -226,7 +229,7 @@ def _follows_version(
         measure="delta",
         unit="ratio",
         what=f"the wider gap of {steps.join(precisions)}",
-        subject={"precision": precisions},
+        subject=about,
         before=ROLLOUT_NEAR,
         after=ROLLOUT_NEAR,
         recommendation=_rollback_text(versions, precisions),
@@ -298,7 +301,7 @@ def _record_slices(
 
 def _points(delta: float | None) -> str:
     """Signed points, without a "-0.0" for a change that rounds to nothing."""
-    return steps.points_text(None if delta is None else (round(delta, 4) or 0.0))
+    return steps.points_text(None if delta is None else (round(delta, 3) or 0.0))
 
 
 def _onset_text(result: QueryResult, name: str) -> str:
@@ -321,7 +324,9 @@ def _largest_gap(found: steps.Breakdown) -> str:
     )
 
 
-def _no_slice(incident: Incident, gaps: QueryResult, found: steps.Breakdown) -> None:
+def _no_slice(
+    incident: Incident, gaps: QueryResult, found: steps.Breakdown, *, since: pd.Timestamp
+) -> None:
     largest = steps.change_of(found.change, "delta", "ratio")
     top = found.table[SLICE].iloc[0] if len(found.table) else "none"
     if found.spread:
@@ -339,8 +344,10 @@ def _no_slice(incident: Incident, gaps: QueryResult, found: steps.Breakdown) -> 
         incident.record(
             Finding(
                 severity="info",
-                title="No precision's gap to fp32 widened on any eval set against its own "
-                f"baseline (largest {largest}, on {top})",
+                title="No slice's gap to fp32 widened past "
+                f"{steps.points_text(THRESHOLDS.of(incident)['gap_widened_warning'], signed=False)}"
+                f" against its own baseline since {since:%H:%M} UTC (median; largest {largest}, "
+                f"on {top})",
                 subject={"precision": "*"},
                 metric=gaps.name,
             )

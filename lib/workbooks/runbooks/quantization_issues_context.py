@@ -16,7 +16,13 @@ from workbooks.core.findings import Finding
 from workbooks.notebook import analysis, charts
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import steps
-from workbooks.runbooks.quantization_issues_data import SLICE, THRESHOLDS, serving, serving_slices
+from workbooks.runbooks.quantization_issues_data import (
+    SLICE,
+    THRESHOLDS,
+    serving,
+    serving_slices,
+    with_slices,
+)
 
 FAULT = "fault"
 # Where a faulty precision's traffic goes while it is fixed: the next wider one.
@@ -84,6 +90,30 @@ def _heatmap(incident: Incident, change: pd.DataFrame, text: pd.DataFrame) -> ch
     title = "Gap to fp32 by precision and eval set: now (baseline), points"
     ax.set_title(incident.chart_title(title), loc="left", fontsize=11, fontweight="bold")
     return figure
+
+
+def version_chart(
+    incident: Incident, gaps: QueryResult, names: tuple[str, ...], since: pd.Timestamp
+) -> None:
+    """The gap of slices ``names`` per model version, each version on its own line: a version
+    that did it widens while the one evaluated beside it (or before it) stays."""
+    frame = with_slices(gaps.current)
+    if "model_version" not in frame.columns or frame["model_version"].nunique() < 2:
+        return
+    rows = frame[frame[SLICE].isin(names)]
+    lines = rows.groupby(["timestamp", "model_version"], as_index=False)["value"].mean()
+    what = names[0] if len(names) == 1 else f"the {len(names)} slices that widened"
+    incident.show(
+        charts.timeseries(
+            lines,
+            by="model_version",
+            title=incident.chart_title(f"Gap to fp32 of {what}, by model version"),
+            subtitle=", ".join(names),
+            unit="ratio",
+            alert_start=pd.Timestamp(incident.starts_at),
+            onset=since,
+        )
+    )
 
 
 def fp32_fell(
