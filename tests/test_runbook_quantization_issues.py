@@ -309,3 +309,14 @@ def test_quantized_precisions_being_faster_is_context_not_a_finding() -> None:
 
     assert [f.severity for f in case.findings] == ["info"]
     assert "faster, as quantization should be" in case.findings[0].title
+
+
+def test_the_gap_table_is_precision_by_eval_set_with_now_and_baseline_in_points() -> None:
+    table = qi.gap_table(incident(), gaps(gap_frame({("int4", "general"): 0.03})))
+
+    assert list(table.index) == ["int8", "int4"]
+    assert set(table.columns) == set(EVAL_SETS)
+    now, base = table.loc["int4", "general"].replace(")", "").split(" (")
+    assert float(now) == pytest.approx(-6.5, abs=0.3)
+    assert float(base) == pytest.approx(-3.5, abs=0.3)
+    assert table.loc["int4", "ocr"].startswith("-12.")
