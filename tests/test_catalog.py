@@ -30,8 +30,16 @@ SERVICE = "inference-api"
 ALERT_LABELS = {"service": SERVICE, "instance": "node-1:9100", "mountpoint": "/var/log"}
 # Values a runbook module derives from the alert's labels before it queries: high-cpu turns a
 # service alert or a host alert into escaped matchers for the services, instances and nodes in
-# scope, and a rate window.
-SCOPE = {"services": SERVICE, "instances": "api-0|api-1", "nodes": "node-1:9100", "window": "5m"}
+# scope, and a rate window; anomalous-traffic reads the same window days earlier; breakdowns
+# are bounded by a top-k.
+SCOPE = {
+    "services": SERVICE,
+    "instances": "api-0|api-1",
+    "nodes": "node-1:9100",
+    "window": "5m",
+    "days_ago": "7d",
+    "top": "10",
+}
 # A service name that would end the string, close the selector and add a series if pasted raw.
 HOSTILE_SERVICE = 'evil"} or vector(1) or up{a="\\\nx'
 ABSENT_HOSTILE_SERVICE = 'nope\\"}) or vector(42) # \n"'
