@@ -83,8 +83,10 @@ class PostgresConnection:
                 self.raw.execute("BEGIN")
                 return self.lock()
             if params:
-                # psycopg reads % as a placeholder once there are parameters.
-                return self.raw.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
+                # psycopg reads % as a placeholder once there are parameters; SQLite stores a
+                # bool as 0 or 1 in an INTEGER column, PostgreSQL would refuse it.
+                values = tuple(int(v) if isinstance(v, bool) else v for v in params)
+                return self.raw.execute(sql.replace("%", "%%").replace("?", "%s"), values)
             return self.raw.execute(sql)
         except psycopg.Error as exc:
             raise DatabaseError(self.describe(exc)) from None
@@ -97,7 +99,7 @@ class PostgresConnection:
 
     def describe(self, exc: BaseException) -> str:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return scrub(f"{first} (database {database_label(self.url)})", self.url)
+        return scrub(first, self.url)
 
     @property
     def in_transaction(self) -> bool:
