@@ -269,6 +269,7 @@ class Intake:
                         )
                 except ArchiveError:
                     continue  # a busy ledger: the next beat will do, the lease is long
+            self.store.close()  # this thread's connection, if the store keeps one
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{task_id[:8]}", daemon=True)
         thread.start()

@@ -68,6 +68,9 @@ class SqliteLedger:
     def lock(self, db: Any, key: str) -> None:
         """Nothing to add: ``BEGIN IMMEDIATE`` holds the file's write lock already."""
 
+    def close(self) -> None:
+        """Nothing held between transactions."""
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE``: the write lock up front, so check-then-insert is atomic."""
@@ -119,6 +122,7 @@ class PostgresLedger:
         self.url = url
         self.label = f"in the database {database_label(url)}"
         self.local = threading.local()
+        self.inherited: list[PostgresConnection] = []
 
     def lock(self, db: PostgresConnection, key: str) -> None:
         db.lock(key)
@@ -127,6 +131,10 @@ class PostgresLedger:
         held = getattr(self.local, "connection", None)
         if held is not None and held[0] == os.getpid() and not held[1].closed:
             return held[1]
+        if held is not None and held[0] != os.getpid():
+            # A forked worker's copy of its parent's session: closing it, or letting it be
+            # collected, would end the parent's session on the shared socket. Keep it, unused.
+            self.inherited.append(held[1])
         try:
             connection = connect_postgres(self.url, schema=LEDGER_SCHEMA, rows="dict")
         except sqlite3.Error as exc:
@@ -155,7 +163,8 @@ class PostgresLedger:
             raise
 
     def close(self) -> None:
+        """Close this thread's connection (a thread that is done with the ledger)."""
         held = getattr(self.local, "connection", None)
-        if held is not None:
+        if held is not None and held[0] == os.getpid():
             held[1].close()
-            self.local.connection = None
+        self.local.connection = None
