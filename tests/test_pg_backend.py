@@ -453,3 +453,13 @@ def test_without_a_database_everything_stays_in_the_archive_folder(tmp_path: Pat
     Intake.in_archive(tmp_path, dedup_window_seconds=60).accept([planned(1)], source="t")
     assert (tmp_path / "index.sqlite").is_file() and (tmp_path / "intake.sqlite").is_file()
     assert [run.runbook for run in archive.runs()] == [record().runbook]
+
+
+def test_a_ledger_of_a_newer_schema_is_refused_with_a_way_out(
+    backend: str | None, tmp_path: Path
+) -> None:
+    intake = Intake.in_archive(tmp_path, dedup_window_seconds=60, database=backend)
+    with intake.store.transaction() as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(ArchiveError, match=r"newer than this package's .*upgrade"):
+        Intake.in_archive(tmp_path, dedup_window_seconds=60, database=backend)

@@ -118,7 +118,7 @@ class Intake:
         )
         with self._transaction() as db:
             self.store.lock(db, "schema")  # two hosts starting at once: one creates the tables
-            create_tables(db, self.store.dialect)
+            create_tables(db, self.store.dialect, label=self.store.label)
 
     @classmethod
     def in_archive(

@@ -30,7 +30,11 @@ from workbooks.core.database import (
 )
 from workbooks.core.errors import ArchiveError
 
+# The ledger cannot be rebuilt from the archive (it is what the queue has not run yet), so a
+# future change of its tables will be an upgrade in place, keyed on this number.
+SCHEMA_VERSION = 1
 _SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     task_id TEXT PRIMARY KEY, dedup_key TEXT NOT NULL, group_key TEXT NOT NULL,
     runbook TEXT NOT NULL, incident_id TEXT NOT NULL, fingerprints TEXT NOT NULL,
@@ -48,10 +52,19 @@ CREATE TABLE IF NOT EXISTS resolutions (
 _POSTGRES_SCHEMA = _SQLITE_SCHEMA.replace(" REAL", " DOUBLE PRECISION")
 
 
-def create_tables(db: Any, dialect: str) -> None:
+def create_tables(db: Any, dialect: str, *, label: str) -> None:
+    """Create what is missing; refuse a ledger written by a newer version of the package."""
     for statement in (_POSTGRES_SCHEMA if dialect == "postgres" else _SQLITE_SCHEMA).split(";"):
         if statement.strip():
             db.execute(statement)
+    version = db.execute("SELECT max(version) AS version FROM schema_version").fetchone()
+    if version["version"] is None:
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+    elif version["version"] > SCHEMA_VERSION:
+        raise ArchiveError(
+            f"the intake ledger {label} is of schema version {version['version']}, newer than "
+            f"this package's ({SCHEMA_VERSION}): upgrade incident-workbooks on this host"
+        )
 
 
 class SqliteLedger:
