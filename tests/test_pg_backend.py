@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import test_archive
+import test_service
 from test_archive import START, commit, record
 from workbooks.archive import index
 from workbooks.archive.store import Archive, incident_id
@@ -126,6 +127,28 @@ def test_concurrent_writers_from_several_processes_on_postgres(
     assert len(runs) == 40 and len({run.run_id for run in runs}) == 40
     assert len(Archive(tmp_path).incidents()) == 4
     assert Archive(tmp_path).reindex() == 40
+
+
+# The service's restarts and takeovers, with the ledger and index in PostgreSQL.
+SERVICE_TESTS = [
+    test_service.test_an_accepted_alert_survives_a_kill_and_runs_once,
+    test_service.test_a_run_killed_midway_runs_again_once_after_restart,
+    test_service.test_a_run_archived_by_a_worker_that_died_is_recorded_not_run_again,
+]
+
+
+@pytest.mark.parametrize("service_test", SERVICE_TESTS, ids=lambda test: test.__name__[5:])
+def test_the_service_tests_pass_on_postgres(
+    service_test: Callable[[Path], None],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WORKBOOKS_DATABASE_URL", database_url)  # the service processes too
+    service_test(tmp_path)
+    archive = tmp_path / "archive"
+    assert not (archive / "index.sqlite").exists() and not (archive / "intake.sqlite").exists()
+    assert Archive(archive, database=database_url).runs()
 
 
 # -- the same answers on both --------------------------------------------------------------------
