@@ -12,7 +12,7 @@ which keeps a heartbeat) -> ``succeeded`` or ``failed``. The queue itself is hue
 
 With ``database:`` set (WORKBOOKS_DATABASE_URL) the ledger is in PostgreSQL instead
 (:mod:`workbooks.service.ledger`), so workers on several hosts share it: a delivery locks its
-de-duplication key, a claim locks its run's row, and the rest is the same SQL.
+alert groups, a claim locks its run's row, and the rest is the same SQL.
 """
 
 from __future__ import annotations
@@ -143,6 +143,10 @@ class Intake:
         now = time.time() if now is None else now
         decisions = []
         with self._transaction() as db:
+            # Deliveries for the same alert group and runbook on several hosts at once: one at a
+            # time (a firing and its resolution too). Keys in order, so two never deadlock.
+            for key in sorted({f"{each.group_key}\n{each.runbook}" for each in planned}):
+                self.store.lock(db, key)
             for each in planned:
                 if each.resolved:
                     # A later firing of the same alerts is a new incident, not a duplicate.
@@ -159,8 +163,6 @@ class Intake:
                     )
                     decisions.append(Decision(action="resolved", **_names(each)))
                     continue
-                # Identical deliveries at once on several hosts: one at a time per key.
-                self.store.lock(db, each.dedup_key)
                 earlier = db.execute(
                     "SELECT task_id FROM runs WHERE dedup_key = ? AND closed = 0 "
                     "AND accepted_at > ? ORDER BY accepted_at DESC LIMIT 1",
