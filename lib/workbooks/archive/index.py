@@ -1,16 +1,19 @@
-"""The archive's SQLite index: what list, search and the web pages read instead of the folders.
+"""The archive's index: what list, search and the web pages read instead of the folders.
 
 The folders are the truth (``workbooks.archive.store``); everything here is derived from them and
-can
-be dropped and rebuilt (``Archive.reindex``). An index of an older schema version is rebuilt
-the first time it is opened. Tables:
+can be dropped and rebuilt (``Archive.reindex``). An index of an older schema version is rebuilt
+the first time it is opened. It lives in SQLite (``<archive>/index.sqlite``) or, when
+``database:`` names one, in PostgreSQL (docs/database.md); the same SQL serves both except where
+:mod:`workbooks.archive.index_schema` (tables) and :mod:`workbooks.archive.index_search` (search)
+say otherwise. Tables:
 
 ==================  ==========================================================================
 ``incidents``       one row per incident: alert, start, status (firing or resolved), end
 ``runs``            one row per run, with its ``run.json`` as indexed
 ``findings``        the findings of each run, most important first
 ``notes``           the actions taken, from each incident's ``notes.jsonl``
-``search``          FTS5 over alert labels, finding titles and notes, for free-text search
+``search``          alert labels, finding titles and notes, for free-text search (FTS5 or
+                    a ``tsvector``)
 ==================  ==========================================================================
 
 Times are stored as fixed-width UTC text, so that text order is time order in SQL. This module
@@ -20,21 +23,59 @@ speaks SQL only; :mod:`workbooks.archive.store` turns rows into records and erro
 from __future__ import annotations
 
 import json
-import re
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbooks.archive.index_schema import (
+    SCHEMA_VERSION,
+    OldSchemaError,
+    check_schema,
+    connect,
+    create_schema,
+    dialect,
+    drop_schema,
+    index_time,
+    parse_index_time,
+    rollback,
+    schema_version,
+)
+from workbooks.archive.index_search import fts_query, insert_searchable, search_clause
 from workbooks.core.findings import SEVERITIES, Finding
 
 if TYPE_CHECKING:
     from workbooks.archive.records import Note, RunRecord
 
-SCHEMA_VERSION = 2
-_TABLES = ("search", "notes", "findings", "runs", "incidents", "schema_version")
+# What the callers use, this module's own and the schema's and search's (re-exported).
+__all__ = [
+    "SCHEMA_VERSION",
+    "IncidentFilter",
+    "OldSchemaError",
+    "check_schema",
+    "connect",
+    "counts",
+    "create_schema",
+    "delete_incident",
+    "delete_run",
+    "drop_schema",
+    "fts_query",
+    "index_time",
+    "insert_note",
+    "insert_run",
+    "parse_index_time",
+    "rebuild",
+    "rollback",
+    "schema_version",
+    "select_incidents",
+    "select_notes",
+    "select_run",
+    "select_runs",
+    "select_values",
+    "set_resolved",
+]
+
 _RUN_COLUMNS = {
     *("run_id", "incident_id", "runbook", "status", "duration_seconds", "source", "alert_name"),
     *("severity", "service", "top_finding_title", "top_finding_severity"),
@@ -43,127 +84,25 @@ _FINDING_COLUMNS = (
     *("severity", "title", "detail", "metric", "observed", "baseline", "unit"),
     *("recommendation", "likely_cause"),
 )
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS incidents (
-    incident_id TEXT PRIMARY KEY, group_key TEXT NOT NULL, alert_name TEXT NOT NULL,
-    starts_at TEXT NOT NULL,  -- when the alert fired (the first run's start if unknown)
-    status TEXT NOT NULL DEFAULT 'firing',  -- firing | resolved
-    ended_at TEXT);
-CREATE INDEX IF NOT EXISTS incidents_by_start ON incidents (starts_at);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, incident_id TEXT NOT NULL REFERENCES incidents (incident_id),
-    runbook TEXT NOT NULL, status TEXT NOT NULL, started_at TEXT NOT NULL,
-    finished_at TEXT NOT NULL, duration_seconds REAL NOT NULL, source TEXT NOT NULL,
-    alert_name TEXT NOT NULL, severity TEXT NOT NULL, service TEXT, error_kind TEXT,
-    top_finding_title TEXT, top_finding_severity TEXT, critical_count INTEGER NOT NULL,
-    warning_count INTEGER NOT NULL, info_count INTEGER NOT NULL,
-    pruned INTEGER NOT NULL DEFAULT 0,  -- notebook and evidence deleted, findings kept
-    path TEXT NOT NULL,  -- relative to the archive root, which may move
-    record TEXT NOT NULL);  -- run.json as it was indexed
-CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_by_incident ON runs (incident_id, started_at);
-CREATE TABLE IF NOT EXISTS findings (
-    run_id TEXT NOT NULL REFERENCES runs (run_id), position INTEGER NOT NULL,
-    severity TEXT NOT NULL, title TEXT NOT NULL, detail TEXT NOT NULL, subject TEXT NOT NULL,
-    metric TEXT, observed REAL, baseline REAL, unit TEXT, recommendation TEXT,
-    likely_cause INTEGER NOT NULL, PRIMARY KEY (run_id, position));
-CREATE TABLE IF NOT EXISTS notes (
-    note_id TEXT PRIMARY KEY, incident_id TEXT NOT NULL REFERENCES incidents (incident_id),
-    created_at TEXT NOT NULL, author TEXT NOT NULL, text TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS notes_by_incident ON notes (incident_id, created_at);
-CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5 (
-    incident_id UNINDEXED, owner UNINDEXED, kind UNINDEXED, text);
-"""
+# What identifies a row of each table, for the upsert that indexes a run again.
+_KEYS = {"runs": ("run_id",), "findings": ("run_id", "position"), "notes": ("note_id",)}
 # The newest run of an incident, as a correlated sub-query on ``i``.
 _NEWEST_RUN = (
     "(SELECT {column} FROM runs WHERE runs.incident_id = i.incident_id "
     "ORDER BY started_at DESC, run_id DESC LIMIT 1)"
 )
 _SEVERITY_RANK_SQL = "CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END"
-
-
-class OldSchemaError(sqlite3.DatabaseError):
-    """The index was written by an older version of this package: rebuild it."""
-
-
-def index_time(moment: datetime) -> str:
-    # Fixed width, so that text order is time order in SQL (strftime's %Y does not pad year 2).
-    moment = moment.astimezone(UTC)
-    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}Z"
-
-
-def parse_index_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def connect(path: Path, *, timeout: float, create: bool = True) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), schema checked.
-
-    Raises :class:`OldSchemaError` for an index of an older schema, ``sqlite3.DatabaseError``
-    for one of a newer schema. ``create=False`` skips both: for rebuilding.
-    """
-    connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-    try:
-        if not create:
-            return connection
-        version = schema_version(connection)
-        if version is None:
-            # WAL lets readers go on while one process writes; it persists in the file.
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("BEGIN IMMEDIATE")
-            create_schema(connection)
-            connection.execute("COMMIT")
-            version = schema_version(connection)
-        if version is not None and version < SCHEMA_VERSION:
-            raise OldSchemaError(f"index schema version {version}, rebuilding for {SCHEMA_VERSION}")
-        if version != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"index schema version {version} is newer than this package's ({SCHEMA_VERSION}); "
-                "upgrade incident-workbooks, or rebuild it for this version"
-            )
-    except sqlite3.Error:
-        connection.close()
-        raise
-    return connection
-
-
-def schema_version(connection: sqlite3.Connection) -> int | None:
-    try:
-        row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None
-        raise
-    return row[0]
-
-
-def rollback(connection: sqlite3.Connection) -> None:
-    if connection.in_transaction:
-        connection.execute("ROLLBACK")
-
-
-def create_schema(connection: sqlite3.Connection) -> None:
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            connection.execute(statement)
-    if connection.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
-        connection.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-
-
-def drop_schema(connection: sqlite3.Connection) -> None:
-    for table in _TABLES:
-        connection.execute(f"DROP TABLE IF EXISTS {table}")
+# Every runbook of an incident, comma-separated.
+_RUNBOOKS_SQL = {
+    "sqlite": "group_concat(DISTINCT runbook)",
+    "postgres": "string_agg(DISTINCT runbook, ',')",
+}
 
 
 # -- writing -------------------------------------------------------------------------------------
 
 
-def insert_run(
-    connection: sqlite3.Connection, record: RunRecord, findings: list[Finding], root: Path
-) -> None:
+def insert_run(connection: Any, record: RunRecord, findings: list[Finding], root: Path) -> None:
     """Index one run (again): its incident, its row, its findings and what search reads."""
     starts_at = record.alert_starts_at or record.started_at
     connection.execute(
@@ -201,7 +140,7 @@ def insert_run(
     _searchable(connection, record.incident_id, record.run_id, "labels", " ".join(words))
 
 
-def insert_note(connection: sqlite3.Connection, note: Note) -> None:
+def insert_note(connection: Any, note: Note) -> None:
     _insert(
         connection,
         "notes",
@@ -217,7 +156,7 @@ def insert_note(connection: sqlite3.Connection, note: Note) -> None:
     _searchable(connection, note.incident_id, note.note_id, "note", f"{note.author} {note.text}")
 
 
-def set_resolved(connection: sqlite3.Connection, incident_id: str, ended_at: datetime) -> bool:
+def set_resolved(connection: Any, incident_id: str, ended_at: datetime) -> bool:
     cursor = connection.execute(
         "UPDATE incidents SET status = 'resolved', ended_at = ? WHERE incident_id = ?",
         (index_time(ended_at), incident_id),
@@ -225,33 +164,31 @@ def set_resolved(connection: sqlite3.Connection, incident_id: str, ended_at: dat
     return cursor.rowcount > 0
 
 
-def delete_run(connection: sqlite3.Connection, run_id: str) -> None:
+def delete_run(connection: Any, run_id: str) -> None:
     connection.execute("DELETE FROM findings WHERE run_id = ?", (run_id,))
     connection.execute("DELETE FROM search WHERE owner = ?", (run_id,))
     connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
 
-def delete_incident(connection: sqlite3.Connection, incident_id: str) -> None:
+def delete_incident(connection: Any, incident_id: str) -> None:
     for table in ("search", "notes", "incidents"):
         connection.execute(f"DELETE FROM {table} WHERE incident_id = ?", (incident_id,))
 
 
-def _searchable(
-    connection: sqlite3.Connection, incident_id: str, owner: str, kind: str, text: str
-) -> None:
-    connection.execute(
-        "INSERT INTO search (incident_id, owner, kind, text) VALUES (?, ?, ?, ?)",
-        (incident_id, owner, kind, text),
-    )
+def _searchable(connection: Any, incident_id: str, owner: str, kind: str, text: str) -> None:
+    insert_searchable(connection, dialect(connection), incident_id, owner, kind, text)
 
 
-def _insert(
-    connection: sqlite3.Connection, table: str, row: dict[str, Any], *, conflict: str = "REPLACE"
-) -> None:
+def _insert(connection: Any, table: str, row: dict[str, Any]) -> None:
+    """Insert or replace the row with the same key (an upsert: both dialects speak it)."""
+    keys = _KEYS[table]
     columns = ", ".join(row)
     marks = ", ".join("?" * len(row))
+    updates = ", ".join(f"{name} = excluded.{name}" for name in row if name not in keys)
     connection.execute(
-        f"INSERT OR {conflict} INTO {table} ({columns}) VALUES ({marks})", tuple(row.values())
+        f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}",
+        tuple(row.values()),
     )
 
 
@@ -259,7 +196,7 @@ def _insert(
 
 
 def select_runs(
-    connection: sqlite3.Connection,
+    connection: Any,
     *,
     runbook: str | None = None,
     since: datetime | None = None,
@@ -284,7 +221,7 @@ def select_runs(
     return connection.execute(query, values).fetchall()
 
 
-def select_run(connection: sqlite3.Connection, id: str) -> tuple[str, str] | None:
+def select_run(connection: Any, id: str) -> tuple[str, str] | None:
     """A run by its id, or the newest run of the incident with that id."""
     return connection.execute(
         "SELECT record, path FROM runs WHERE run_id = ? OR incident_id = ? "
@@ -310,12 +247,12 @@ class IncidentFilter:
     limit: int | None = None
 
 
-def select_incidents(connection: sqlite3.Connection, where: IncidentFilter) -> list[dict[str, Any]]:
+def select_incidents(connection: Any, where: IncidentFilter) -> list[dict[str, Any]]:
     """Incidents newest first (by when they fired): their columns, aggregates and newest run.
 
     Each is a dict of the incident's fields plus ``newest_record`` and ``newest_path``.
     """
-    clauses, values = _incident_clauses(where)
+    clauses, values = _incident_clauses(where, dialect(connection))
     runs_of_i = "FROM runs WHERE runs.incident_id = i.incident_id"
     query = f"""
         SELECT i.incident_id, i.group_key, i.alert_name, i.starts_at, i.status, i.ended_at,
@@ -323,7 +260,7 @@ def select_incidents(connection: sqlite3.Connection, where: IncidentFilter) -> l
             (SELECT count(*) FROM notes WHERE notes.incident_id = i.incident_id) AS note_count,
             (SELECT CASE min({_SEVERITY_RANK_SQL}) WHEN 0 THEN 'critical' WHEN 1 THEN 'warning'
                 ELSE 'info' END {runs_of_i}) AS severity,
-            (SELECT group_concat(DISTINCT runbook) {runs_of_i}) AS runbooks,
+            (SELECT {_RUNBOOKS_SQL[dialect(connection)]} {runs_of_i}) AS runbooks,
             {_NEWEST_RUN.format(column="record")} AS newest_record,
             {_NEWEST_RUN.format(column="path")} AS newest_path
         FROM incidents i
@@ -340,7 +277,7 @@ def select_incidents(connection: sqlite3.Connection, where: IncidentFilter) -> l
     return rows
 
 
-def _incident_clauses(where: IncidentFilter) -> tuple[list[str], list[Any]]:
+def _incident_clauses(where: IncidentFilter, speaks: str) -> tuple[list[str], list[Any]]:
     clauses: list[str] = ["EXISTS (SELECT 1 FROM runs WHERE runs.incident_id = i.incident_id)"]
     values: list[Any] = []
 
@@ -371,23 +308,13 @@ def _incident_clauses(where: IncidentFilter) -> tuple[list[str], list[Any]]:
     if where.until is not None:
         clauses.append("i.starts_at <= ?")
         values.append(index_time(where.until))
-    if where.search and (match := fts_query(where.search)):
-        clauses.append("i.incident_id IN (SELECT incident_id FROM search WHERE search MATCH ?)")
-        values.append(match)
+    if where.search and (match := search_clause(speaks, where.search)):
+        clauses.append(match[0])
+        values.append(match[1])
     return clauses, values
 
 
-def fts_query(text: str) -> str:
-    """Free text as an FTS5 query that cannot be a syntax error: every word a quoted prefix.
-
-    ``inference-api <script>`` becomes ``"inference-api"* AND "<script>"*``; FTS5 tokenizes
-    inside the quotes, so a word with punctuation matches its parts in sequence.
-    """
-    words = [word for word in re.split(r"\s+", text.strip()) if re.search(r"\w", word)]
-    return " AND ".join('"' + word.replace('"', '""') + '"*' for word in words)
-
-
-def select_notes(connection: sqlite3.Connection, incident_id: str) -> list[tuple[str, ...]]:
+def select_notes(connection: Any, incident_id: str) -> list[tuple[str, ...]]:
     return connection.execute(
         "SELECT note_id, created_at, author, text FROM notes WHERE incident_id = ? "
         "ORDER BY created_at, note_id",
@@ -395,7 +322,7 @@ def select_notes(connection: sqlite3.Connection, incident_id: str) -> list[tuple
     ).fetchall()
 
 
-def select_values(connection: sqlite3.Connection, column: str) -> list[str]:
+def select_values(connection: Any, column: str) -> list[str]:
     """The distinct values of a run column (runbook, service, severity), for filter menus."""
     if column not in ("runbook", "service", "severity", "status"):
         raise ValueError(f"not a filterable run column: {column}")
@@ -405,7 +332,7 @@ def select_values(connection: sqlite3.Connection, column: str) -> list[str]:
     return [row[0] for row in rows]
 
 
-def counts(connection: sqlite3.Connection) -> dict[str, Any]:
+def counts(connection: Any) -> dict[str, Any]:
     """How many incidents, runs (and pruned runs) and notes; the oldest and newest run."""
     row = connection.execute(
         "SELECT (SELECT count(*) FROM incidents), count(*), coalesce(sum(pruned), 0), "
@@ -416,7 +343,7 @@ def counts(connection: sqlite3.Connection) -> dict[str, Any]:
 
 
 def rebuild(
-    connection: sqlite3.Connection,
+    connection: Any,
     runs: Iterable[tuple[RunRecord, list[Finding]]],
     notes: Iterable[Note],
     resolved: Sequence[tuple[str, datetime]],

@@ -320,7 +320,7 @@ def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
 def stats(archive: Archive) -> ArchiveStats:
     counts = {"incidents": 0, "runs": 0, "pruned_runs": 0, "notes": 0}
     oldest = newest = None
-    if archive.index_path.exists():
+    if archive.index_file.exists():
         with archive.reading() as connection:
             found = index.counts(connection)
         counts = {key: found[key] for key in counts}

@@ -204,7 +204,7 @@ def commit(
             connection.close()
         # The run is kept all the same; the id is then unique by the folders alone.
         final = _move_into_place(archive.root, folder, record, incident_dir, None)
-        raise index_failed(final.path, archive.index_path, exc) from exc
+        raise index_failed(final.path, archive.index_file.label, exc) from exc
     try:
         # Under the write lock: no cooperating writer can take the same run id meanwhile.
         final = _move_into_place(archive.root, folder, record, incident_dir, connection)
@@ -213,7 +213,7 @@ def commit(
         return final
     except sqlite3.Error as exc:
         index.rollback(connection)
-        raise index_failed(final.path, archive.index_path, exc) from exc
+        raise index_failed(final.path, archive.index_file.label, exc) from exc
     finally:
         connection.close()
 
@@ -228,7 +228,7 @@ def not_archived(root: Path, folder: Path, exc: Exception) -> ArchiveError:
     return ArchiveError(f"nothing was archived: {exc}{again}")
 
 
-def index_failed(path: Path, index_path: Path, exc: sqlite3.Error) -> ArchiveError:
+def index_failed(path: Path, index_path: Path | str, exc: sqlite3.Error) -> ArchiveError:
     return ArchiveError(
         f"{path} is written but the index {index_path} could not be updated ({exc}); "
         "run `workbook reindex` to rebuild it from the folders"

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from workbooks.archive import index, retention, staging
-from workbooks.archive.connection import IndexFile
+from workbooks.archive.connection import open_index
 from workbooks.archive.records import (
     ALERT_FILE,
     EVIDENCE_DIR,
@@ -94,12 +94,15 @@ log = logging.getLogger(__name__)
 class Archive:
     """Run folders under ``root`` plus the index; safe for several processes writing at once."""
 
-    def __init__(self, root: str | Path, *, busy_timeout_seconds: float = 30.0) -> None:
+    def __init__(
+        self, root: str | Path, *, busy_timeout_seconds: float = 30.0, database: str | None = None
+    ) -> None:
         self.root = Path(root).absolute()
         self.index_path = self.root / INDEX_FILE
         self.busy_timeout_seconds = busy_timeout_seconds
-        self.index_file = IndexFile(
-            self.index_path, timeout=busy_timeout_seconds, rebuild=self.reindex
+        # SQLite in the archive folder, or PostgreSQL when `database` (or the config) names one.
+        self.index_file = open_index(
+            self.index_path, timeout=busy_timeout_seconds, rebuild=self.reindex, database=database
         )
 
     def __repr__(self) -> str:
@@ -196,7 +199,7 @@ class Archive:
             with self.writing() as connection:
                 change(connection)
         except sqlite3.Error as exc:
-            raise staging.index_failed(path, self.index_path, exc) from exc
+            raise staging.index_failed(path, self.index_file.label, exc) from exc
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -209,7 +212,7 @@ class Archive:
         limit: int | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, from the index alone."""
-        if not self.index_path.exists():
+        if not self.index_file.exists():
             return []
         since_time = datetime.now(UTC) - since if since is not None else None
         with self.reading() as connection:
@@ -220,7 +223,7 @@ class Archive:
 
     def get(self, id: str) -> RunRecord:
         """A run by run id, or an incident id meaning its newest run."""
-        if self.index_path.exists():
+        if self.index_file.exists():
             with self.reading() as connection:
                 row = index.select_run(connection, id)
             if row is not None:
@@ -303,7 +306,7 @@ class Archive:
         return found[0].model_copy(update={"runs": runs, "notes": notes})
 
     def _incidents(self, where: index.IncidentFilter) -> list[IncidentSummary]:
-        if not self.index_path.exists():
+        if not self.index_file.exists():
             return []
         with self.reading() as connection:
             rows = index.select_incidents(connection, where)
@@ -323,7 +326,7 @@ class Archive:
 
     def filter_values(self) -> dict[str, list[str]]:
         """The runbooks, services and severities in the index, for filter menus."""
-        if not self.index_path.exists():
+        if not self.index_file.exists():
             return {"runbook": [], "service": [], "severity": []}
         with self.reading() as connection:
             return {
@@ -360,7 +363,7 @@ class Archive:
             # No schema check: rebuilding is how an index of another schema version is replaced.
             connection = self.index_file.connect(check_schema=False)
         except sqlite3.Error as exc:
-            raise ArchiveError(f"cannot open the index {self.index_path}: {exc}") from exc
+            raise ArchiveError(f"cannot open the index {self.index_file.label}: {exc}") from exc
         incident_dirs = [path for path in sorted(self.root.glob("[!.]*/")) if path.is_dir()]
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -374,7 +377,7 @@ class Archive:
             connection.execute("COMMIT")
             return count
         except sqlite3.Error as exc:
-            raise ArchiveError(f"cannot rebuild the index {self.index_path}: {exc}") from exc
+            raise ArchiveError(f"cannot rebuild the index {self.index_file.label}: {exc}") from exc
         finally:
             index.rollback(connection)
             connection.close()

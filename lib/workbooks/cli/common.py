@@ -70,7 +70,8 @@ class Session:
         return config
 
     def archive(self, config: Config | None = None) -> Archive:
-        return Archive((config or self.config()).archive_dir)
+        config = config or self.config()
+        return Archive(config.archive_dir, database=config.database)
 
 
 def _use_config_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:

@@ -17,6 +17,7 @@ Environment variables win over the file:
 ``WORKBOOKS_NOW``                   pin "now" (ISO 8601 UTC): for reproductions and tests
 ``WORKBOOKS_WEBHOOK_TOKEN``         bearer token ``workbook serve`` requires on POST /alerts
 ``WORKBOOKS_REDIS_URL``             run the queue on Redis instead of the archive's SQLite
+``WORKBOOKS_DATABASE_URL``          index and intake ledger in PostgreSQL (postgresql://...)
 ``WORKBOOKS_WORKERS``               how many workbooks run at once (default: the cores)
 ``WORKBOOKS_NOTIFY``                notification targets, apprise URLs separated by spaces
 ``WORKBOOKS_SHUTDOWN_GRACE_SECONDS`` how long ``workbook serve`` lets running runs finish (20)
@@ -44,6 +45,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from workbooks.core.database import check_database_url
 from workbooks.core.errors import ConfigError
 
 ENV_PREFIX = "WORKBOOKS_"
@@ -244,6 +246,8 @@ class SLOSettings(_Model):
 class Config(_Model):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     archive: str = "archive"
+    # The index and the intake ledger in PostgreSQL instead of SQLite files in the archive.
+    database: str | None = Field(default=None, repr=False)
     notebooks: str | None = None
     escalation: Escalation = Field(default_factory=Escalation)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
@@ -258,6 +262,12 @@ class Config(_Model):
     cell_timeout_seconds: float = Field(default=120.0, gt=0)
     run_timeout_seconds: float = Field(default=600.0, gt=0)
     now: datetime | None = None
+
+    @field_validator("database")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        # check_database_url's message never repeats the URL: it may carry a password.
+        return check_database_url(value) if value else None
 
     @property
     def archive_dir(self) -> Path:
@@ -293,6 +303,7 @@ _ENV_SETTINGS: dict[str, tuple[str, ...]] = {
     "NOW": ("now",),
     "WEBHOOK_TOKEN": ("service", "webhook_token"),
     "REDIS_URL": ("service", "redis_url"),
+    "DATABASE_URL": ("database",),
     "WORKERS": ("service", "workers"),
     "SHUTDOWN_GRACE_SECONDS": ("service", "shutdown_grace_seconds"),
     "READER_TOKEN": ("service", "reader_token"),
@@ -394,6 +405,17 @@ def _cached() -> Config:
 def current_config() -> Config:
     """The process's configuration, read once (notebook cells call this many times)."""
     return _cached()
+
+
+def configured_database(env: Mapping[str, str] | None = None) -> str | None:
+    """The PostgreSQL URL for the index and ledger: WORKBOOKS_DATABASE_URL, else the config
+    file's ``database:``, else None (SQLite files in the archive folder, the default)."""
+    env = os.environ if env is None else env
+    if env.get(ENV_PREFIX + "DATABASE_URL"):
+        return check_database_url(env[ENV_PREFIX + "DATABASE_URL"])
+    if find_config_file(env=env) is None:
+        return None  # no file: nothing to read (and no cached config to go stale)
+    return current_config().database
 
 
 def now(config: Config | None = None) -> datetime:

@@ -75,14 +75,16 @@ class Service:
         worker_type: Literal["thread", "process"] = "thread",
     ) -> None:
         self.config = config
-        self.archive = Archive(archive_dir)
+        self.archive = Archive(archive_dir, database=config.database)
         self.source = source
         self.workers = _worker_count(workers, config)
         self.worker_type = worker_type
         self.shutdown_grace_seconds = config.service.shutdown_grace_seconds
         self.metrics = Metrics()
         self.intake = Intake.in_archive(
-            self.archive.root, dedup_window_seconds=config.service.dedup_window_seconds
+            self.archive.root,
+            dedup_window_seconds=config.service.dedup_window_seconds,
+            database=config.database,
         )
         self.queue = RunQueue(self.archive.root, config.service.redis_url)
         self.queue.register(self._run_task)

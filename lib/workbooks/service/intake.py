@@ -9,24 +9,29 @@ it, and a run whose worker died is handed out again (:meth:`Intake.orphans`).
 A run's life: ``queued`` (accepted, waiting in the queue) -> ``running`` (claimed by a worker,
 which keeps a heartbeat) -> ``succeeded`` or ``failed``. The queue itself is huey's
 (:mod:`workbooks.service.queue`): ``<archive>/queue.sqlite``, or Redis.
+
+With ``database:`` set (WORKBOOKS_DATABASE_URL) the ledger is in PostgreSQL instead
+(:mod:`workbooks.service.ledger`), so workers on several hosts share it: a delivery locks its
+alert groups, a claim locks its run's row, and the rest is the same SQL.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from workbooks.core.config import configured_database
 from workbooks.core.errors import ArchiveError
+from workbooks.service.ledger import PostgresLedger, SqliteLedger, create_tables
 from workbooks.service.owner import owner_id, owner_is_dead
 from workbooks.service.planning import PlannedRun, alert_fingerprint, plan
 
@@ -52,21 +57,6 @@ REQUEUE_GRACE_SECONDS = 30.0
 _KEEP_FINISHED_SECONDS = 86400.0
 _KEEP_RESOLUTIONS_SECONDS = 7 * 86400.0
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    task_id TEXT PRIMARY KEY, dedup_key TEXT NOT NULL, group_key TEXT NOT NULL,
-    runbook TEXT NOT NULL, incident_id TEXT NOT NULL, fingerprints TEXT NOT NULL,
-    payload TEXT NOT NULL, source TEXT NOT NULL, state TEXT NOT NULL,
-    accepted_at REAL NOT NULL, claimed_at REAL, heartbeat_at REAL, owner TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, finished_at REAL, run_ids TEXT, error TEXT,
-    closed INTEGER NOT NULL DEFAULT 0);  -- 1 once the group resolved: no longer dedups
-CREATE INDEX IF NOT EXISTS runs_by_key ON runs (dedup_key, accepted_at);
-CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state);
-CREATE INDEX IF NOT EXISTS runs_by_group ON runs (group_key, runbook);
-CREATE TABLE IF NOT EXISTS resolutions (
-    incident_id TEXT PRIMARY KEY, ended_at REAL NOT NULL, recorded_at REAL NOT NULL);
-"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +95,8 @@ class QueuedRun:
 
 
 class Intake:
-    """The ledger in ``path``; one short connection per call, so any thread may use it."""
+    """The ledger in ``path``, or in PostgreSQL when ``database`` names one; any thread may
+    use it (one transaction per call)."""
 
     def __init__(
         self,
@@ -114,55 +105,34 @@ class Intake:
         dedup_window_seconds: float,
         lease_seconds: float = LEASE_SECONDS,
         busy_timeout_seconds: float = 30.0,
+        database: str | None = None,
     ) -> None:
         self.path = Path(path).absolute()
         self.dedup_window_seconds = dedup_window_seconds
         self.lease_seconds = lease_seconds
         self.busy_timeout_seconds = busy_timeout_seconds
-        with self._transaction() as connection:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+        self.store: SqliteLedger | PostgresLedger = (
+            PostgresLedger(database)
+            if database
+            else SqliteLedger(self.path, busy_timeout_seconds=busy_timeout_seconds)
+        )
+        with self._transaction() as db:
+            self.store.lock(db, "schema")  # two hosts starting at once: one creates the tables
+            create_tables(db, self.store.dialect, label=self.store.label)
 
     @classmethod
-    def in_archive(cls, archive_dir: str | Path, **kwargs: Any) -> Intake:
-        return cls(Path(archive_dir) / INTAKE_FILE, **kwargs)
+    def in_archive(
+        cls, archive_dir: str | Path, *, database: str | None = None, **kwargs: Any
+    ) -> Intake:
+        """The archive's ledger: ``intake.sqlite`` in it, or the configured PostgreSQL."""
+        database = database or configured_database()
+        return cls(Path(archive_dir) / INTAKE_FILE, database=database, **kwargs)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE``: the write lock up front, so check-then-insert is atomic."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.path, timeout=self.busy_timeout_seconds, isolation_level=None
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise ArchiveError(
-                f"cannot open the intake ledger {self.path} ({exc}); check that the archive "
-                "folder is writable"
-            ) from exc
-        try:
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode = WAL")
-            # WAL + NORMAL: durable across a process crash, which is what an accepted alert needs.
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("BEGIN IMMEDIATE")
-            yield connection
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise ArchiveError(
-                f"the intake ledger {self.path} could not be updated ({exc}); if it is "
-                "corrupt, stop the service and move it aside (accepted runs still queued are "
-                "then run without de-duplication)"
-            ) from exc
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        finally:
-            connection.close()
+    def _transaction(self) -> Iterator[Any]:
+        """One atomic step; the store's errors arrive as :class:`ArchiveError`."""
+        with self.store.transaction() as db:
+            yield db
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -173,6 +143,10 @@ class Intake:
         now = time.time() if now is None else now
         decisions = []
         with self._transaction() as db:
+            # Deliveries for the same alert group and runbook on several hosts at once: one at a
+            # time (a firing and its resolution too). Keys in order, so two never deadlock.
+            for key in sorted({f"{each.group_key}\n{each.runbook}" for each in planned}):
+                self.store.lock(db, key)
             for each in planned:
                 if each.resolved:
                     # A later firing of the same alerts is a new incident, not a duplicate.
@@ -182,7 +156,9 @@ class Intake:
                     )
                     ended = (each.ended_at or datetime.now(UTC)).timestamp()
                     db.execute(
-                        "INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?)",
+                        "INSERT INTO resolutions VALUES (?, ?, ?) ON CONFLICT (incident_id) "
+                        "DO UPDATE SET ended_at = excluded.ended_at, "
+                        "recorded_at = excluded.recorded_at",
                         (each.incident_id, ended, now),
                     )
                     decisions.append(Decision(action="resolved", **_names(each)))
@@ -241,13 +217,16 @@ class Intake:
         """
         owner = owner or owner_id()
         now = time.time() if now is None else now
+        select = "SELECT * FROM runs WHERE task_id = ?" + self.store.for_update
         with self._transaction() as db:
-            row = db.execute("SELECT * FROM runs WHERE task_id = ?", (run.task_id,)).fetchone()
+            row = db.execute(select, (run.task_id,)).fetchone()
             if row is None:
+                # Two workers with the same unknown run: the second's insert waits, does nothing.
                 db.execute(
                     "INSERT INTO runs (task_id, dedup_key, group_key, runbook, incident_id, "
                     "fingerprints, payload, source, state, accepted_at) "
-                    "VALUES (?, '', '', ?, ?, '[]', ?, ?, 'queued', ?)",
+                    "VALUES (?, '', '', ?, ?, '[]', ?, ?, 'queued', ?) "
+                    "ON CONFLICT (task_id) DO NOTHING",
                     (
                         run.task_id,
                         run.runbook,
@@ -257,7 +236,8 @@ class Intake:
                         run.accepted_at,
                     ),
                 )
-            elif row["state"] != "queued" and not self._abandoned(row, now):
+                row = db.execute(select, (run.task_id,)).fetchone()
+            if row["state"] != "queued" and not self._abandoned(row, now):
                 return None
             db.execute(
                 "UPDATE runs SET state = 'running', owner = ?, claimed_at = ?, heartbeat_at = ?, "
@@ -267,7 +247,7 @@ class Intake:
             claimed = db.execute("SELECT * FROM runs WHERE task_id = ?", (run.task_id,)).fetchone()
         return _queued_run(claimed)
 
-    def _abandoned(self, row: sqlite3.Row, now: float) -> bool:
+    def _abandoned(self, row: Mapping[str, Any], now: float) -> bool:
         if row["state"] != "running":
             return False
         silent = now - (row["heartbeat_at"] or 0.0) > self.lease_seconds
@@ -291,6 +271,7 @@ class Intake:
                         )
                 except ArchiveError:
                     continue  # a busy ledger: the next beat will do, the lease is long
+            self.store.close()  # this thread's connection, if the store keeps one
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{task_id[:8]}", daemon=True)
         thread.start()
@@ -367,8 +348,10 @@ class Intake:
     def counts(self) -> dict[str, int]:
         """How many runs the ledger holds in each state."""
         with self._transaction() as db:
-            rows = db.execute("SELECT state, count(*) FROM runs GROUP BY state").fetchall()
-        return {"queued": 0, "running": 0, "succeeded": 0, "failed": 0, **dict(map(tuple, rows))}
+            rows = db.execute("SELECT state, count(*) AS n FROM runs GROUP BY state").fetchall()
+        return {"queued": 0, "running": 0, "succeeded": 0, "failed": 0} | {
+            row["state"]: row["n"] for row in rows
+        }
 
     def runs(self, *, state: RunState | None = None) -> list[QueuedRun]:
         """Every run the ledger holds (oldest first), or those in one state."""
@@ -384,7 +367,7 @@ def _names(each: PlannedRun) -> dict[str, str]:
     return {"incident_id": each.incident_id, "runbook": each.runbook}
 
 
-def _queued_run(row: sqlite3.Row) -> QueuedRun:
+def _queued_run(row: Mapping[str, Any]) -> QueuedRun:
     return QueuedRun(
         task_id=row["task_id"],
         runbook=row["runbook"],
