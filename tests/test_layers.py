@@ -29,10 +29,24 @@ def _modules() -> dict[str, Path]:
     return found
 
 
+def _parse_all() -> dict[Path, ast.Module]:
+    return {path: ast.parse(path.read_text(encoding="utf-8")) for path in _modules().values()}
+
+
+# Parsed once, while the test module is collected: Python 3.11.7's ast.parse can fail with
+# "AST constructor recursion depth mismatch" after other tests have run threads (cpython#106905,
+# pytest#10763), and collection comes before any test runs.
+TREES = _parse_all()
+
+
+def _tree(path: Path) -> ast.Module:
+    return TREES[path] if path in TREES else ast.parse(path.read_text(encoding="utf-8"))
+
+
 def _imports(path: Path, *, top_level_only: bool) -> set[str]:
     """The workbooks modules ``path`` imports (``from workbooks.x import y`` counts y if it is
     a module)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = _tree(path)
     modules = _modules()
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     names: set[str] = set()
@@ -124,7 +138,7 @@ OVERSIZE_ALLOWED: set[str] = set()
 
 def _private_uses(module: str, path: Path) -> list[str]:
     """``from workbooks.x import _name`` and ``x._name`` on an imported workbooks module."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = _tree(path)
     modules = _modules()
     found: list[str] = []
     aliases: dict[str, str] = {}  # local name -> the workbooks module it is

@@ -20,7 +20,8 @@ from apprise.plugins.slack import NotifySlack
 
 from test_service import ServiceThread, alert, delivery, free_port, service_config, wait_for
 from workbooks.archive.store import RunRecord
-from workbooks.core.config import Config, NotificationSettings, load_config
+from workbooks.core.config import Config, load_config
+from workbooks.core.contacts import NotificationSettings
 from workbooks.core.errors import ConfigError
 from workbooks.core.findings import Finding
 from workbooks.service.app import Service

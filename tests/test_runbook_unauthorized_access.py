@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from workbooks.authoring.skeleton import parameter_values
-from workbooks.core.config import Config, Escalation, GroupEscalation
+from workbooks.core.config import Config
+from workbooks.core.contacts import Escalation, GroupEscalation
 from workbooks.core.paths import runbook_group
 from workbooks.notebook.catalog import Catalog
 from workbooks.notebook.incident import Incident

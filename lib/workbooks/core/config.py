@@ -43,8 +43,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from workbooks.core.contacts import (
+    Escalation,
+    NotificationSettings,
+    Settings,
+)
 from workbooks.core.database import check_database_url
 from workbooks.core.errors import ConfigError
 
@@ -76,11 +81,7 @@ def parse_duration(text: str | timedelta) -> timedelta:
     return duration
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PrometheusSettings(_Model):
+class PrometheusSettings(Settings):
     url: str | None = None
     timeout_seconds: float = Field(default=10.0, gt=0)
     bearer_token: str | None = Field(default=None, repr=False)
@@ -93,60 +94,7 @@ class PrometheusSettings(_Model):
     min_step_seconds: int = Field(default=30, ge=1)
 
 
-# The runbook groups of the index (a notebook's metadata.workbooks.group), known here so that a
-# config naming a group that does not exist fails instead of silently falling back.
-RUNBOOK_GROUPS = ("service", "model", "infrastructure", "security", "mobile")
-
-
-class GroupEscalation(_Model):
-    """One group's contacts: only the keys given replace the default block's."""
-
-    primary: str | None = None
-    secondary: str | None = None
-    escalation: str | None = None
-    slack: str | None = None
-    pagerduty: str | None = None
-    email: str | None = None
-    escalate_after_minutes: int | None = None
-
-
-def known_groups(groups: dict[str, Any]) -> dict[str, Any]:
-    """``groups`` unchanged when every key is a runbook group, else a ValueError naming them."""
-    unknown = sorted(set(groups) - set(RUNBOOK_GROUPS))
-    if unknown:
-        raise ValueError(
-            f"unknown runbook group {', '.join(unknown)}; "
-            f"the groups are {', '.join(RUNBOOK_GROUPS)}"
-        )
-    return groups
-
-
-class Escalation(_Model):
-    """Who to call; shown in every workbook's Escalation section, used by notifications.
-
-    ``groups`` gives a runbook group its own contacts (``security: {primary: Security on-call,
-    slack: "#sec-incidents"}``) on top of this default block: see :meth:`Config.escalation_for`.
-    """
-
-    primary: str = "ML Engineering Team"
-    secondary: str = "DevOps Team"
-    escalation: str = "Engineering Manager"
-    slack: str = "#mobile-ml-alerts"
-    pagerduty: str = "mobile-ml-oncall"
-    email: str = "ml-team@company.com"
-    escalate_after_minutes: int = 30
-    groups: dict[str, GroupEscalation] = Field(default_factory=dict)
-
-    @field_validator("groups")
-    @classmethod
-    def _known_groups(cls, groups: dict[str, GroupEscalation]) -> dict[str, GroupEscalation]:
-        return known_groups(groups)
-
-
-EscalationSettings = Escalation  # the name other parts know the contacts by
-
-
-class ServiceSettings(_Model):
+class ServiceSettings(Settings):
     """``workbook serve``: the webhook, its queue and its de-duplication."""
 
     webhook_token: str | None = Field(default=None, repr=False)
@@ -161,39 +109,7 @@ class ServiceSettings(_Model):
     trusted_user_header: str | None = None
 
 
-class GroupNotifications(_Model):
-    """Where one runbook group's run summaries go instead of the default targets."""
-
-    targets: list[str] = Field(default_factory=list, repr=False)
-
-
-class NotificationSettings(_Model):
-    """Where run summaries go: apprise URLs (Slack incoming webhooks among them).
-
-    ``groups`` sends one runbook group's summaries to its own targets (``security: {targets:
-    [slack://...]}``): see :meth:`targets_for`.
-    """
-
-    targets: list[str] = Field(default_factory=list, repr=False)
-    template: str | None = None  # a Jinja2 file; default templates/notification.md.j2
-    groups: dict[str, GroupNotifications] = Field(default_factory=dict, repr=False)
-
-    @field_validator("groups")
-    @classmethod
-    def _known_groups(cls, groups: dict[str, GroupNotifications]) -> dict[str, GroupNotifications]:
-        return known_groups(groups)
-
-    def targets_for(self, group: str | None) -> list[str]:
-        """The group's own targets when it has some, else the default ones."""
-        own = self.groups.get(group) if group else None
-        return own.targets if own is not None and own.targets else self.targets
-
-    @property
-    def any_targets(self) -> bool:
-        return bool(self.targets) or any(each.targets for each in self.groups.values())
-
-
-class RoutingRule(_Model):
+class RoutingRule(Settings):
     """Alerts whose labels equal every value in ``match`` go to ``runbook``.
 
     ``{match: {alertname: MyP99}, runbook: high-latency}`` routes a team's own alertname;
@@ -219,7 +135,7 @@ class RoutingRule(_Model):
         return ", ".join(f"{name}={value}" for name, value in self.match.items())
 
 
-class RunbookSettings(_Model):
+class RunbookSettings(Settings):
     """One runbook's team settings: ``runbooks: {high-latency: {thresholds: {name: value}}}``.
 
     Threshold names are the runbook's own (its module declares them with defaults); a name the
@@ -229,7 +145,7 @@ class RunbookSettings(_Model):
     thresholds: dict[str, float] = Field(default_factory=dict)
 
 
-class SLOSettings(_Model):
+class SLOSettings(Settings):
     """Availability objectives: ``slo: {availability: 0.995, services: {checkout: 0.999}}``.
 
     The share of requests that must not fail (5xx); error-budget burn rates are read against it.
@@ -243,7 +159,7 @@ class SLOSettings(_Model):
         return self.services.get(service, self.availability)
 
 
-class Config(_Model):
+class Config(Settings):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     archive: str = "archive"
     # The index and the intake ledger in PostgreSQL instead of SQLite files in the archive.

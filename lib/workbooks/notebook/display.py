@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from workbooks.core.config import Escalation
+from workbooks.core.contacts import Escalation
 
 
 def display(*objects: Any, raw: bool = False) -> None:
