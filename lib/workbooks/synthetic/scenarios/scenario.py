@@ -39,6 +39,10 @@ class AlertRule:
     expr: str
     summary: str  # {service} is filled in
     description: str
+    # Labels the alert carries besides alertname, service and severity, {service} and the
+    # case's `affected` keys filled in: the exporter's `instance` of a database or host alert
+    # (its series have no service), the `mountpoint` of a filesystem alert.
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +151,10 @@ class Scenario:
         """The Alertmanager webhook (version 4) for this incident, firing, culprit not named."""
         rule = registry.runbook(self.runbook).alert
         labels = {"alertname": rule.alertname, "service": self.service, "severity": rule.severity}
+        labels |= {
+            name: value.format(service=self.service, **self.affected)
+            for name, value in rule.labels.items()
+        }
         annotations = {
             "summary": rule.summary.format(service=self.service),
             "description": rule.description.format(service=self.service),
