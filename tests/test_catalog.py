@@ -26,6 +26,14 @@ from workbooks.synthetic.scenarios import make_scenario
 ROOT = Path(__file__).resolve().parents[1]
 ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
 SERVICE = "inference-api"
+# What an alert may carry for a query to use: a service, or a host's exporter labels.
+ALERT_LABELS = {"service": SERVICE, "instance": "node-1:9100", "mountpoint": "/var/log"}
+# Values a runbook module derives from the alert's labels before it queries: high-cpu turns a
+# service alert or a host alert into escaped matchers for the services, instances and nodes in
+# scope, and a rate window.
+SCOPE = {"services": SERVICE, "instances": "api-0|api-1", "nodes": "node-1:9100", "window": "5m"}
+# mobile-export-failure selects the export pipeline by its `model` and push `job` (escaped).
+SCOPE |= {"model_re": "mm-llm", "job_re": "inference-api-mobile-export"}
 # A service name that would end the string, close the selector and add a series if pasted raw.
 HOSTILE_SERVICE = 'evil"} or vector(1) or up{a="\\\nx'
 ABSENT_HOSTILE_SERVICE = 'nope\\"}) or vector(42) # \n"'
@@ -77,15 +85,23 @@ def test_every_default_query_needs_only_the_service_label() -> None:
     # latency_quantile is the one query the notebook parameterises itself (quantile=0.99).
     assert needs.pop("latency_quantile") == {"service", "quantile"}
     assert needs
-    assert all(placeholders == {"service"} for placeholders in needs.values()), needs
+    # Host alerts carry the exporter's labels instead of a service (low-disk-space).
+    known = set(ALERT_LABELS) | set(SCOPE)
+    assert all(placeholders and placeholders <= known for placeholders in needs.values()), {
+        name: placeholders - known for name, placeholders in needs.items() if placeholders - known
+    }
 
 
 def test_every_default_query_renders_with_a_service() -> None:
     catalog = Catalog.load()
 
     for name in catalog.names():
-        rendered = catalog[name].render({"service": SERVICE, "quantile": 0.99})
-        assert f'service="{SERVICE}"' in rendered, name
+        rendered = catalog[name].render({**ALERT_LABELS, **SCOPE, "quantile": 0.99})
+        # kube-state-metrics names the service as the pod's container, not with a service label.
+        selectors = {**ALERT_LABELS, "container": SERVICE}
+        selected = [f'{label}="{value}"' for label, value in selectors.items()]
+        selected += [f'=~"{value}"' for value in SCOPE.values()]
+        assert any(selector in rendered for selector in selected), name
         assert not re.search(r"\{[A-Za-z_][A-Za-z0-9_]*\}", rendered), rendered
         assert "\n" not in rendered  # YAML folding left no line breaks
 
@@ -116,7 +132,7 @@ def test_prometheus_accepts_every_rendered_default_query(prometheus: PrometheusS
     catalog = Catalog.load()
 
     for name in catalog.names():
-        rendered = catalog[name].render({"service": SERVICE, "quantile": 0.99})
+        rendered = catalog[name].render({**ALERT_LABELS, **SCOPE, "quantile": 0.99})
         status, body = instant_query(prometheus, rendered)
         assert (status, body["status"]) == (200, "success"), (name, rendered, body)
 

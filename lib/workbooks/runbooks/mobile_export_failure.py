@@ -44,6 +44,7 @@ __all__ = [
     "unsupported_ops",
 ]
 
+RECENT_POINTS = 10
 QUIET = (
     "A quiet run: every target's share of failed exports is within its baseline, no op became "
     "unsupported, every artifact fits its budget, parity is within tolerance and no toolchain "
@@ -105,11 +106,27 @@ def _onset(by_reason: QueryResult) -> pd.Timestamp | None:
         return None
     wide = analysis.to_wide(by_reason.current, ["target", "reason"])
     before = analysis.to_wide(by_reason.baseline, ["target", "reason"])
-    rises = (wide.median() - before.median().reindex(wide.columns).fillna(0.0)).dropna()
+    # The last minutes against the same minutes a day earlier: the window is mostly before the
+    # onset, so its median would hide a failure that began near the end.
+    recent = slice(-RECENT_POINTS, None)
+    usual = before.iloc[recent].median().reindex(wide.columns).fillna(0.0)
+    rises = (wide.iloc[recent].median() - usual).dropna()
     if rises.empty:
         return None
-    found = analysis.find_onset(wide[rises.idxmax()])
-    return found.at if found is not None and found.direction == "up" else None
+    series = wide[rises.idxmax()].dropna()
+    found = analysis.find_onset(series)
+    if found is None or found.direction != "up":
+        return None
+    # increase()[15m] smears a step over 15 minutes and the step fit lands mid-ramp: walk back
+    # to the first sample that had already left the level before.
+    left = series[series.index <= found.at]
+    risen = left > found.before + 0.1 * (found.after - found.before)
+    start = found.at
+    for moment, above in zip(reversed(left.index), reversed(risen.to_numpy()), strict=True):
+        if not above:
+            break
+        start = moment
+    return start
 
 
 def _record_reasons(incident: Incident, table: pd.DataFrame, *, since: pd.Timestamp) -> None:

@@ -95,7 +95,8 @@ def _record_op(
             severity=severity,
             title=f"Model version {version} uses {op_text}, which {target} cannot convert: "
             f"{format_value(same.get(target, float('nan')), 'ratio')} of its {target} exports "
-            f"fail since {failing.since:%H:%M} UTC{elsewhere}",
+            f"fail since {failing.since:%H:%M} UTC (usually "
+            f"{format_value(typical.get(target, float('nan')), 'ratio')}){elsewhere}",
             subject=subject,
             metric="mobile_export_failure_unsupported_ops",
             observed=float(same.get(target, float("nan"))),
