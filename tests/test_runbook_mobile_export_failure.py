@@ -1,4 +1,5 @@
-"""mobile-export-failure: its steps on small hand-built frames.
+"""mobile-export-failure: its steps on small hand-built frames, and its queries on a real
+Pushgateway scraped by a real Prometheus.
 
 Each frame is what the catalog query returns: a failure share per target (and version, or
 reason), an unsupported-op count, artifact sizes and budgets, parity errors, toolchain info. The
@@ -8,15 +9,25 @@ tests/test_replay_cases.py.
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from workbooks.core.config import Config, RunbookSettings
 from workbooks.core.findings import Finding, ranked
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import mobile_export_failure
 from workbooks.runbooks.mobile_export_failure_data import Failing, levels, literal
+from workbooks.synthetic.live import ScrapeTarget, free_port, http_ok, scrape_config, start_process
 
 START = pd.Timestamp("2026-11-20 12:00", tz="UTC")
 END = pd.Timestamp("2026-11-20 14:45", tz="UTC")
@@ -313,3 +324,173 @@ def test_nothing_wrong_is_a_quiet_run() -> None:
     top = ranked(case.findings)[0]
     assert top.title.startswith("A quiet run")
     assert not [f for f in case.findings if f.severity != "info"]
+
+
+# --- live: a real Pushgateway scraped by a real Prometheus -------------------------------------
+#
+# The pipeline pushes through a Pushgateway and Prometheus scrapes it with `honor_labels: true`
+# (the Pushgateway's documented setup), so the series keep the pushed `job` and carry no
+# `service` nor `instance`: the workbook's queries must select the alert's pipeline by `job` and
+# `model` alone, and the budget and toolchain series (pushed without `model`) by `job`.
+
+PIPELINE = "ci-mobile-export"
+
+
+def _push(gateway: str, text: str, **grouping: str) -> None:
+    path = "/".join(f"{name}/{value}" for name, value in grouping.items())
+    request = urllib.request.Request(f"{gateway}/metrics/{path}", data=text.encode(), method="PUT")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status in (200, 202)
+
+
+def _runs(failures: dict[tuple[str, str], float], successes: dict[str, float], version: str) -> str:
+    lines = ["# TYPE mobile_export_runs_total counter"]
+    for target, count in successes.items():
+        lines.append(
+            f'mobile_export_runs_total{{model_version="{version}",target="{target}",'
+            f'result="success"}} {count}'
+        )
+    for (target, reason), count in failures.items():
+        lines.append(
+            f'mobile_export_runs_total{{model_version="{version}",target="{target}",'
+            f'result="failure",reason="{reason}"}} {count}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def pushgateway_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(Pushgateway URL, Prometheus URL), Prometheus scraping the gateway every second."""
+    missing = [b for b in ("prometheus-pushgateway", "prometheus") if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"needs {missing} (scripts/install-system-deps)")
+    gateway_address = f"127.0.0.1:{free_port()}"
+    gateway = start_process(
+        "pushgateway",
+        ["prometheus-pushgateway", f"--web.listen-address={gateway_address}"],
+        tmp_path,
+        address=gateway_address,
+        ready=lambda: http_ok(f"http://{gateway_address}/-/ready"),
+    )
+    config = scrape_config([ScrapeTarget("pushgateway", gateway_address)], 1.0)
+    config["scrape_configs"][0]["honor_labels"] = True
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    address = f"127.0.0.1:{free_port()}"
+    try:
+        prometheus = start_process(
+            "prometheus",
+            [
+                "prometheus",
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                "--storage.tsdb.retention.time=1d",
+                f"--web.listen-address={address}",
+            ],
+            tmp_path,
+            address=address,
+            ready=lambda: http_ok(f"http://{address}/-/ready"),
+        )
+    except Exception:
+        gateway.stop()
+        raise
+    try:
+        yield gateway.url, prometheus.url
+    finally:
+        prometheus.stop()
+        gateway.stop()
+
+
+def _scraped(prometheus: str, expr: str, want: int) -> None:
+    deadline = time.monotonic() + 20
+    query = urllib.parse.urlencode({"query": expr})
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{prometheus}/api/v1/query?{query}", timeout=5) as answer:
+            if len(json.load(answer)["data"]["result"]) >= want:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"Prometheus never had {want} series for {expr}")
+
+
+def test_a_pushgateway_pipeline_is_selected_by_the_alerts_job_and_model(
+    pushgateway_lab: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway, prometheus = pushgateway_lab
+    budgets = (
+        "# TYPE mobile_export_artifact_budget_bytes gauge\n"
+        'mobile_export_artifact_budget_bytes{target="tflite"} 268435456\n'
+        "# TYPE mobile_export_toolchain_info gauge\n"
+        'mobile_export_toolchain_info{target="tflite",toolchain="ai-edge-torch",'
+        'toolchain_version="0.3.0"} 1\n'
+    )
+    _push(gateway, budgets, job=PIPELINE)
+    _push(gateway, budgets.replace("268435456", "1"), job="other-pipeline")
+    ours = {"tflite": 10.0, "coreml": 10.0}
+    # Another pipeline exporting the same model for onnx, and another model in our pipeline.
+    _push(
+        gateway,
+        _runs({("onnx", "timeout"): 9}, {"onnx": 1}, "2.4.0"),
+        job="other-pipeline",
+        model="mm-llm",
+    )
+    _push(
+        gateway,
+        _runs({("coreml", "timeout"): 9}, {"coreml": 1}, "1.0"),
+        job=PIPELINE,
+        model="other-model",
+    )
+    _push(
+        gateway,
+        _runs({("tflite", "unsupported_op"): 0}, ours, "2.4.0"),
+        job=PIPELINE,
+        model="mm-llm",
+    )
+    _scraped(prometheus, "mobile_export_runs_total", 7)
+    time.sleep(2)
+    # Five more tflite runs, all failing on an unsupported op; coreml's succeed.
+    _push(
+        gateway,
+        _runs({("tflite", "unsupported_op"): 5}, {"tflite": 10, "coreml": 15}, "2.4.0"),
+        job=PIPELINE,
+        model="mm-llm",
+    )
+    _scraped(prometheus, 'mobile_export_runs_total{reason="unsupported_op"} > 0', 1)
+    time.sleep(2)
+
+    monkeypatch.setenv("WORKBOOKS_NOW", pd.Timestamp.now(tz="UTC").isoformat())
+    case = Incident(
+        runbook="mobile-export-failure",
+        alert_name="MobileExportFailure",
+        labels={"alertname": "MobileExportFailure", "job": PIPELINE, "model": "mm-llm"},
+        starts_at=(pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=6)).isoformat(),
+        lookback="10m",
+        source=prometheus,
+        config=Config(),
+    )
+    scope = mobile_export_failure.scope(case)
+    by_reason = case.query("mobile_export_failure_share_by_reason", baseline=False, **scope)
+    budget = case.query("mobile_export_failure_budget_bytes", baseline=False, **scope)
+    tools = case.query("mobile_export_failure_toolchains", baseline=False, **scope)
+
+    assert set(by_reason.current["target"]) == {"tflite"}  # only our pipeline's failures
+    assert "service" not in by_reason.current and "instance" not in by_reason.current
+    last = by_reason.current.sort_values("timestamp").iloc[-1]
+    # The five runs of the window all failed (tflite's successes stood still).
+    assert (last["reason"], last["value"]) == ("unsupported_op", pytest.approx(1.0))
+    assert list(budget.current["value"].unique()) == [268435456]  # not the other pipeline's
+    assert set(tools.current["toolchain_version"]) == {"0.3.0"}
+
+    # An alert without `job` reads every pipeline of the model, and says so only for `model`.
+    wide = Incident(
+        runbook="mobile-export-failure",
+        alert_name="MobileExportFailure",
+        labels={"alertname": "MobileExportFailure", "model": "mm-llm"},
+        starts_at=case.starts_at,
+        lookback="10m",
+        source=prometheus,
+        config=Config(),
+    )
+    every = wide.query(
+        "mobile_export_failure_share_by_target", baseline=False, **mobile_export_failure.scope(wide)
+    )
+    assert set(every.current["target"]) == {"tflite", "coreml", "onnx"}
+    assert not [f for f in wide.findings if "no `model` label" in f.title]

@@ -22,7 +22,14 @@ from workbooks.runbooks import steps
 from workbooks.runbooks.mobile_export_failure_data import THRESHOLDS, Failing, levels
 
 
-def _chart(incident: Incident, result: QueryResult, by: list[str], **options: object) -> None:
+def _chart(
+    incident: Incident,
+    result: QueryResult,
+    by: list[str],
+    *,
+    title: str | None = None,
+    **options: object,
+) -> None:
     if result.empty:
         incident.timeseries(result)
         return
@@ -31,7 +38,7 @@ def _chart(incident: Incident, result: QueryResult, by: list[str], **options: ob
             result.current,
             baseline=result.baseline,
             by=by,
-            title=incident.chart_title(result.title),
+            title=incident.chart_title(title or result.title),
             unit=result.unit,
             alert_start=pd.Timestamp(incident.starts_at),
             **options,  # type: ignore[arg-type]
@@ -226,6 +233,7 @@ def toolchains(
         incident,
         by_version,
         ["target", "model_version"],
+        title="Failing export runs by target and version, toolchain changes marked",
         onset=_at(failing),
         markers=markers if markers is not None and len(markers) else None,
     )
