@@ -494,3 +494,45 @@ def test_a_pushgateway_pipeline_is_selected_by_the_alerts_job_and_model(
     )
     assert set(every.current["target"]) == {"tflite", "coreml", "onnx"}
     assert not [f for f in wide.findings if "no `model` label" in f.title]
+
+
+# --- section 2 and the inconclusive verdict ------------------------------------------------------
+
+
+def test_what_changed_says_one_target_or_all_and_lists_releases_and_toolchain_changes() -> None:
+    case = incident()
+    by_target = result(
+        "mobile_export_failure_share_by_target",
+        frame({("tflite",): (0.02, 0.5), ("executorch",): (0.5, 0.5)}, ("target",)),
+        frame({("tflite",): (0.02, 0.02), ("executorch",): (0.5, 0.5)}, ("target",)),
+    )
+    mobile_export_failure.what_changed(case, by_target, shares({}), toolchain_info())
+
+    (said,) = case.findings
+    assert said.severity == "info" and said.cause is None
+    assert said.subject == {"target": "tflite"}
+    assert said.title.startswith("1 of 2 targets fail more than usual (tflite)")
+    assert "model version 2.4.0 (first exported 13:55 UTC)" in said.title
+    assert "toolchain 2.4.1 → 2.5.0 on onnx (14:05 UTC)" in said.title
+
+
+def test_failures_no_cause_step_explains_end_inconclusive_with_what_was_ruled_out() -> None:
+    case = incident()
+    # coreml's conversion errors rise, and no op, size, toolchain or parity explains them.
+    series = {("coreml", "conversion_error"): (0.02, 0.4), ("executorch", "timeout"): (0.5, 0.5)}
+    by_reason = result(
+        "mobile_export_failure_share_by_reason",
+        frame(series, REASONS, noise=0.02),
+        frame({k: (v[0], v[0]) for k, v in series.items()}, REASONS, noise=0.02),
+    )
+    failing = mobile_export_failure.results(case, shares({("coreml", "2.3.1"): 0.4}), by_reason)
+    mobile_export_failure.toolchains(case, toolchain_info("tflite"), shares({}), failing)
+    mobile_export_failure.parity(case, parity_result(0.0015), failing)
+    mobile_export_failure.resolution(case)
+
+    verdicts = [f for f in case.findings if f.title.startswith("Nothing checked here explains")]
+    (verdict,) = verdicts
+    assert verdict.severity == "warning"
+    assert "coreml conversion_error: rose 2.0% → 40.0%" in verdict.detail
+    assert "parity: highest" in verdict.detail
+    assert not causes(case)

@@ -42,6 +42,7 @@ __all__ = [
     "still_happening",
     "toolchains",
     "unsupported_ops",
+    "what_changed",
 ]
 
 RECENT_POINTS = 10
@@ -63,6 +64,57 @@ def still_happening(incident: Incident, by_target: QueryResult) -> steps.Recent 
         what="share of failed exports",
         unit="ratio",
     )
+
+
+def what_changed(
+    incident: Incident, by_target: QueryResult, by_version: QueryResult, toolchains: QueryResult
+) -> None:
+    """Section 2: one target or all, and what changed in the window (a model version released,
+    a toolchain upgraded), in one info finding; section 3 judges whether it matters."""
+    limits = THRESHOLDS.of(incident)
+    table = levels(by_target, ["target"], since=since_of(incident, None))
+    table["rise"] = table["current"] - table["baseline"].fillna(0.0)
+    moved = sorted(table.loc[table["rise"] >= limits["failure_rise_warning"], "target"])
+    every = sorted(table["target"])
+    scope = (
+        f"{len(moved)} of {len(every)} targets fail more than usual ({steps.join(moved)})"
+        if moved
+        else f"none of the {len(every)} targets fails more than usual"
+    )
+    changes = [
+        f"model version {version} (first exported {first:%H:%M} UTC)"
+        for version, first in _releases(incident, by_version)
+    ]
+    if not toolchains.empty:
+        found = analysis.changes(toolchains.current, label="toolchain_version", by="target")
+        changes += [
+            f"toolchain {row['from']} → {row['to']} on {row['target']} "
+            f"({row['timestamp']:%H:%M} UTC)"
+            for _, row in found.iterrows()
+        ]
+    changed = (
+        f"changed in the window: {steps.join(changes)}"
+        if changes
+        else "no model version released and no toolchain changed in the window"
+    )
+    steps.checked(incident, f"{scope}; {changed}")
+    incident.record(
+        Finding(
+            severity="info",
+            title=f"{scope[0].upper()}{scope[1:]}; {changed} (section 3 says whether it matters)",
+            subject={"target": moved or every},
+            metric=by_target.name,
+        )
+    )
+
+
+def _releases(incident: Incident, by_version: QueryResult) -> list[tuple[str, pd.Timestamp]]:
+    """Versions exported in the window and not a day earlier, with their first export."""
+    if by_version.empty:
+        return []
+    table = levels(by_version, ["model_version"], since=pd.Timestamp(incident.window.start))
+    new = table[table["baseline"].isna()]
+    return [(str(row.model_version), row.first) for row in new.itertuples()]
 
 
 def results(incident: Incident, by_version: QueryResult, by_reason: QueryResult) -> Failing | None:
@@ -182,15 +234,10 @@ def _steady_text(steady: pd.DataFrame) -> str:
 
 def _new_versions(incident: Incident, by_version: QueryResult) -> tuple[str, ...]:
     """Versions exported in the window and not a day earlier, noted with their first export."""
-    if by_version.empty:
-        return ()
-    table = levels(by_version, ["model_version"], since=pd.Timestamp(incident.window.start))
-    new = table[table["baseline"].isna()]
-    for row in new.itertuples():
-        steps.checked(
-            incident, f"new model version {row.model_version}: first export {row.first:%H:%M} UTC"
-        )
-    return tuple(str(version) for version in new["model_version"])
+    found = _releases(incident, by_version)
+    for version, first in found:
+        steps.checked(incident, f"new model version {version}: first export {first:%H:%M} UTC")
+    return tuple(version for version, _ in found)
 
 
 def resolution(incident: Incident) -> None:
