@@ -511,7 +511,7 @@ def test_what_changed_says_one_target_or_all_and_lists_releases_and_toolchain_ch
     (said,) = case.findings
     assert said.severity == "info" and said.cause is None
     assert said.subject == {"target": "tflite"}
-    assert said.title.startswith("1 of 2 targets fail more than usual (tflite)")
+    assert said.title.startswith("1 of 2 targets fails more than usual (tflite)")
     assert "model version 2.4.0 (first exported 13:55 UTC)" in said.title
     assert "toolchain 2.4.1 → 2.5.0 on onnx (14:05 UTC)" in said.title
 

@@ -77,7 +77,8 @@ def what_changed(
     moved = sorted(table.loc[table["rise"] >= limits["failure_rise_warning"], "target"])
     every = sorted(table["target"])
     scope = (
-        f"{len(moved)} of {len(every)} targets fail more than usual ({steps.join(moved)})"
+        f"{len(moved)} of {len(every)} targets {'fails' if len(moved) == 1 else 'fail'} more "
+        f"than usual ({steps.join(moved)})"
         if moved
         else f"none of the {len(every)} targets fails more than usual"
     )
