@@ -13,6 +13,8 @@ A cause is at least as severe as the ongoing symptom it explains
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from workbooks.core.findings import Finding, format_value
@@ -28,7 +30,7 @@ def _chart(
     by: list[str],
     *,
     title: str | None = None,
-    **options: object,
+    **options: Any,
 ) -> None:
     if result.empty:
         incident.timeseries(result)
@@ -41,7 +43,7 @@ def _chart(
             title=incident.chart_title(title or result.title),
             unit=result.unit,
             alert_start=pd.Timestamp(incident.starts_at),
-            **options,  # type: ignore[arg-type]
+            **options,
         )
     )
 
@@ -156,7 +158,7 @@ def size_budget(
         f"{format_value(float(top['share']), 'ratio')} of its budget",
     )
     limits = THRESHOLDS.of(incident)
-    for row in table[table["share"] >= limits["budget_share_warning"]].itertuples():
+    for _, row in table[table["share"] >= limits["budget_share_warning"]].iterrows():
         _record_size(incident, row, table)
 
 
@@ -171,19 +173,21 @@ def _budget_share(sizes: QueryResult, budgets: QueryResult) -> pd.DataFrame | No
     return merged.drop(columns="budget")
 
 
-def _record_size(incident: Incident, row: object, table: pd.DataFrame) -> None:
-    target, version = str(row.target), str(row.model_version)  # type: ignore[attr-defined]
-    size, budget, share = float(row.last), float(row.budget), float(row.share)  # type: ignore[attr-defined]
+def _record_size(incident: Incident, row: pd.Series, table: pd.DataFrame) -> None:
+    """One artifact at or over the warning share of its budget: close to it, or over it."""
+    target, version = str(row["target"]), str(row["model_version"])
+    size, budget, share = float(row["last"]), float(row["budget"]), float(row["share"])
     over = size - budget
-    previous = table[(table["target"] == target) & (table["model_version"] != version)]
-    before = float(previous["last"].min()) if len(previous) else None
+    others = table[(table["target"] == target) & (table["model_version"] != version)]
+    smallest = others.loc[others["last"].idxmin()] if len(others) else None
     grew = (
-        f"; {previous.iloc[0]['model_version']}'s was {format_value(before, 'bytes')}"
-        if before is not None
+        f"; {smallest['model_version']}'s was {format_value(float(smallest['last']), 'bytes')}"
+        if smallest is not None
         else ""
     )
     limits = THRESHOLDS.of(incident)
-    if share < limits["budget_share_critical"]:
+    severity = limits.severity(share, "budget_share")
+    if severity != "critical":
         incident.record(
             Finding(
                 severity="warning",
@@ -201,7 +205,7 @@ def _record_size(incident: Incident, row: object, table: pd.DataFrame) -> None:
     subject = {"target": target, "reason": "size_budget", "model_version": version}
     incident.record(
         Finding(
-            severity=steps.as_severe_as_symptom(incident, "critical", subject),
+            severity=severity,
             title=f"Model version {version}'s {target} artifact is {format_value(size, 'bytes')}, "
             f"{format_value(share - 1, 'ratio')} ({format_value(over, 'bytes')}) over {target}'s "
             f"{format_value(budget, 'bytes')} budget: the pipeline rejects it (size_budget)" + grew,
@@ -252,8 +256,7 @@ def toolchains(
         )
         steps.checked(incident, f"toolchains: no change in the window ({in_use})")
         return
-    renamed = markers.rename(columns={"from": "old", "to": "new"})
-    for change in renamed.itertuples():
+    for _, change in markers.iterrows():
         _judge_toolchain(incident, info, by_version, change, failing)
 
 
@@ -261,12 +264,13 @@ def _judge_toolchain(
     incident: Incident,
     info: QueryResult,
     by_version: QueryResult,
-    change: object,
+    change: pd.Series,
     failing: Failing | None,
 ) -> None:
+    """One toolchain change (a row of analysis.changes): the cause if every version broke."""
     limits = THRESHOLDS.of(incident)
-    target, at = str(change.target), pd.Timestamp(change.timestamp)  # type: ignore[attr-defined]
-    old, new = str(change.old), str(change.new)  # type: ignore[attr-defined]
+    target, at = str(change["target"]), pd.Timestamp(change["timestamp"])
+    old, new = str(change["from"]), str(change["to"])
     toolchain = _toolchain_name(info, target, new)
     lead = pd.Timedelta(minutes=limits["toolchain_lead_minutes"])
     start = pd.Timestamp(incident.window.start)
