@@ -40,6 +40,8 @@ SCOPE = {
     "days_ago": "7d",
     "top": "10",
 }
+# mobile-export-failure selects the export pipeline by its `model` and push `job` (escaped).
+SCOPE |= {"model_re": "mm-llm", "job_re": "inference-api-mobile-export"}
 # A service name that would end the string, close the selector and add a series if pasted raw.
 HOSTILE_SERVICE = 'evil"} or vector(1) or up{a="\\\nx'
 ABSENT_HOSTILE_SERVICE = 'nope\\"}) or vector(42) # \n"'
