@@ -22,8 +22,6 @@ from workbooks.runbooks.mobile_deployment_crashes import (
     crash_breakdown,
     crash_free,
     crash_table,
-    means,
-    totals,
 )
 from workbooks.runbooks.mobile_deployment_platform import (
     ANDROID,
@@ -31,8 +29,10 @@ from workbooks.runbooks.mobile_deployment_platform import (
     Platform,
     Release,
     find_release,
+    means,
     platform_of,
     since_release,
+    totals,
 )
 from workbooks.runbooks.mobile_deployment_verdict import downloads, resolution, rollout_decision
 
@@ -278,10 +278,18 @@ def latency(incident: Incident, p95: QueryResult, found: Release) -> steps.Break
         f"{steps.ratio_text(float(slowest['ratio']))} its baseline)"
     )
     if not found_pairs.culprits:
-        steps.checked(
-            incident,
-            f"on-device latency: no backend and device class stands out "
-            f"(largest {steps.ratio_text(found_pairs.change)}); {slowest_text}",
+        text = (
+            f"no backend and device class stands out against its own baseline (largest "
+            f"{steps.ratio_text(found_pairs.change)}); {slowest_text}"
+        )
+        steps.checked(incident, f"on-device latency: {text}")
+        incident.record(
+            Finding(
+                severity="info",
+                title=f"On-device latency: {text}",
+                subject={"backend": "*", "device_class": "*"},
+                metric=p95.name,
+            )
         )
         return found_pairs
     incident.record(_slow_pairs(incident, found_pairs, slowest_text))

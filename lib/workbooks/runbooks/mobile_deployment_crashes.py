@@ -13,11 +13,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from workbooks.core.findings import Finding
-from workbooks.notebook import charts, frames
+from workbooks.notebook import charts
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import steps
 from workbooks.runbooks.mobile_deployment_platform import (
@@ -26,30 +25,12 @@ from workbooks.runbooks.mobile_deployment_platform import (
     crash_free_text,
     platform_of,
     since_release,
+    spoken,
+    totals,
 )
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-
-def means(frame: pd.DataFrame | None, *, by: list[str], since: pd.Timestamp) -> pd.Series:
-    """The mean value per group since `since` (a MultiIndex series; empty without data)."""
-    if frame is None or frame.empty or not set(by) <= set(frame.columns):
-        return pd.Series(dtype=float)
-    stamps = frames.utc_index(frame["timestamp"])
-    recent = frame[np.asarray(stamps >= since)]
-    if recent.empty:
-        return pd.Series(dtype=float)
-    return recent.assign(value=frames.floats(recent)).groupby(by)["value"].mean()
-
-
-def totals(frame: pd.DataFrame | None, *, by: list[str], since: pd.Timestamp) -> pd.Series:
-    """Counts per group from per-second rates: their mean since `since` times the span."""
-    averaged = means(frame, by=by, since=since)
-    if averaged.empty or frame is None:
-        return averaged
-    end = frames.utc_index(frame["timestamp"]).max()
-    return averaged * max((end - since).total_seconds(), 60.0)
 
 
 def crash_table(
@@ -272,7 +253,7 @@ def crash_breakdown(
     platform = platform_of(incident)
     limits = platform.thresholds.of(incident)
     if not release.compared or sessions.empty or crashes.empty:
-        steps.checked(incident, f"crashes by {by}: no two versions to compare")
+        steps.checked(incident, f"crashes by {spoken(by)}: no two versions to compare")
         return None
     table = crash_table(
         sessions.current,
@@ -290,7 +271,7 @@ def crash_breakdown(
     incident.markdown(_table_markdown(table, by, release))
     judged = found.table[found.table["judged"]]
     if len(judged):
-        title = f"{release.new} against {release.previous}: crashes per session by {by}"
+        title = f"{release.new} against {release.previous}: crashes per session by {spoken(by)}"
         highlight = found.culprits[0] if found.culprits else None
         incident.show(
             charts.ranked_bars(
@@ -306,7 +287,7 @@ def crash_breakdown(
 
 def _table_markdown(table: pd.DataFrame, by: str, release: Release) -> str:
     lines = [
-        f"| {by} | sessions on {release.new} | crash-free {release.new} | "
+        f"| {spoken(by)} | sessions on {release.new} | crash-free {release.new} | "
         f"crash-free {release.previous} | crashes, all versions |",
         "|---|---|---|---|---|",
     ]
@@ -331,19 +312,20 @@ def _culprit(incident: Incident, release: Release, found: steps.Breakdown) -> Fi
         incident, limits.severity(found.change, "crash_ratio"), subject
     )
     most = found.table.sort_values("all_crashes", ascending=False).iloc[0]
-    aside = (
-        f"; {by} {most[by]} has the most crashes ({count_text(most['all_crashes'])}) but no "
-        "more per session than before"
-        if str(most[by]) not in values
-        else ""
-    )
+    aside = ""
+    if str(most[by]) not in values:
+        aside = (
+            f"; {spoken(by)} {most[by]} has the most crashes "
+            f"({count_text(most['all_crashes'])}, all versions) at "
+            f"{steps.ratio_text(most['ratio'])} the previous version's rate"
+        )
     return Finding(
         severity=severity,
         title=(
             f"{release.new} crashes {steps.ratio_text(found.change)} as often as "
-            f"{release.previous} on {by} {steps.join(values)}: crash-free "
+            f"{release.previous} on {spoken(by)} {steps.join(values)}: crash-free "
             f"{crash_free_text(worst['current'])} of {count_text(worst['sessions'])} sessions "
-            f"against {crash_free_text(worst['baseline'])}; other {by}s "
+            f"against {crash_free_text(worst['baseline'])}; other {spoken(by)}s "
             f"{steps.ratio_text(found.others_change)}{aside}"
         ),
         subject=subject,
@@ -353,7 +335,7 @@ def _culprit(incident: Incident, release: Release, found: steps.Breakdown) -> Fi
         unit="ratio",
         cause="rollout",
         recommendation=platform.halt(str(release.new), release.share)
-        + f" Then read the crash reports of {release.new} on {by} {steps.join(values)}.",
+        + f" Then read the crash reports of {release.new} on {spoken(by)} {steps.join(values)}.",
     )
 
 
@@ -367,11 +349,20 @@ def _whole_version(incident: Incident, release: Release, table: pd.DataFrame, by
         for finding in incident.findings
     )
     if ratio is None or ratio < limits["moved_ratio"] or named:
-        steps.checked(
-            incident,
-            f"crashes by {by}: no {by} stands out for {release.new} "
-            f"({steps.ratio_text(ratio)} the previous version's crashes per session overall)",
+        text = (
+            f"no {spoken(by)} stands out for {release.new} against {release.previous} "
+            f"({steps.ratio_text(ratio)} the crashes per session overall)"
         )
+        steps.checked(incident, f"crashes by {spoken(by)}: {text}")
+        if not named:
+            incident.record(
+                Finding(
+                    severity="info",
+                    title=f"Crashes by {spoken(by)}: {text}",
+                    subject={"app_version": str(release.new), by: "*"},
+                    metric="crashes per session",
+                )
+            )
         return
     incident.record(
         Finding(
@@ -382,7 +373,7 @@ def _whole_version(incident: Incident, release: Release, table: pd.DataFrame, by
             ),
             title=(
                 f"{release.new} crashes {steps.ratio_text(ratio)} as often as {release.previous} "
-                f"on every {by} alike"
+                f"on every {spoken(by)} alike"
             ),
             subject={"app_version": str(release.new)},
             metric="crashes per session",

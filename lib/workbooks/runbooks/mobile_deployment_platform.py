@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from workbooks.core.errors import UnknownRunbookError
@@ -164,3 +165,31 @@ def crash_free_text(rate: float | None) -> str:
 
 def count_text(count: float) -> str:
     return f"{count:,.0f}"
+
+
+SPOKEN = {"os_version": "OS version", "device_class": "device class"}
+
+
+def spoken(label: str) -> str:
+    """A label as a title reads it: ``OS version`` for ``os_version``."""
+    return SPOKEN.get(label, label)
+
+
+def means(frame: pd.DataFrame | None, *, by: list[str], since: pd.Timestamp) -> pd.Series:
+    """The mean value per group since `since` (a MultiIndex series; empty without data)."""
+    if frame is None or frame.empty or not set(by) <= set(frame.columns):
+        return pd.Series(dtype=float)
+    stamps = frames.utc_index(frame["timestamp"])
+    recent = frame[np.asarray(stamps >= since)]
+    if recent.empty:
+        return pd.Series(dtype=float)
+    return recent.assign(value=frames.floats(recent)).groupby(by)["value"].mean()
+
+
+def totals(frame: pd.DataFrame | None, *, by: list[str], since: pd.Timestamp) -> pd.Series:
+    """Counts per group from per-second rates: their mean since `since` times the span."""
+    averaged = means(frame, by=by, since=since)
+    if averaged.empty or frame is None:
+        return averaged
+    end = frames.utc_index(frame["timestamp"]).max()
+    return averaged * max((end - since).total_seconds(), 60.0)

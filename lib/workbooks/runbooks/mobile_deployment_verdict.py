@@ -14,12 +14,13 @@ import pandas as pd
 from workbooks.core.findings import Finding, format_value
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import steps
-from workbooks.runbooks.mobile_deployment_crashes import means, totals
 from workbooks.runbooks.mobile_deployment_platform import (
     Release,
     count_text,
+    means,
     platform_of,
     since_release,
+    totals,
 )
 
 
