@@ -1,6 +1,6 @@
 """android-deployment: a staged Google Play rollout that crashes on one small OS version, model
-downloads failing for the new version, or crashes rising on every version minutes after a release
-that is not to blame; a quiet release as control.
+downloads failing for the new version, crashes rising on every version minutes after a release
+that is not to blame, the gpu backend slowing on high-end devices; a quiet release as control.
 
 The fleet and the causes are shared with ios-deployment (:mod:`.mobile_deployment`); this module
 gives Android's OS versions, backends (nnapi, gpu, cpu) and rollout share.
@@ -73,6 +73,16 @@ CASES = (
         seed=33,
         magnitude=2.5,
         expect={"platform": "android"},
+        not_named={"app_version": NEW},
+    ),
+    # gpu on high-end devices doubles and stays faster than cpu on low-end devices; the release
+    # went out 90 minutes earlier.
+    Case(
+        id="mob-and-gpu-high-end",
+        cause="slow_backend",
+        seed=35,
+        magnitude=2.0,
+        expect={"backend": "gpu", "device_class": "high_end"},
         not_named={"app_version": NEW},
     ),
     Case(id="mob-and-quiet", cause="none", seed=34, expect={}),

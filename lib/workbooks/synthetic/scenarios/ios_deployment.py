@@ -1,6 +1,7 @@
 """ios-deployment: a phased App Store release that crashes on one OS version, the GPU backend
 slowing down on high-end devices (low-end devices are always the slowest), model downloads failing
-for the new version; a quiet release as control.
+for the new version, crashes rising on every version after a release that is not to blame; a quiet
+release as control.
 
 The fleet and the causes are shared with android-deployment (:mod:`.mobile_deployment`); this
 module gives iOS's OS versions, backends (ane, gpu, cpu) and phased-release share.
@@ -82,6 +83,15 @@ CASES = (
         seed=44,
         magnitude=0.08,
         expect={"app_version": NEW},
+    ),
+    # Crashes rise 1.8x on every version 5 minutes after the release: not the release.
+    Case(
+        id="mob-ios-everywhere",
+        cause="crashes_everywhere",
+        seed=46,
+        magnitude=1.8,
+        expect={"platform": "ios"},
+        not_named={"app_version": NEW},
     ),
     Case(id="mob-ios-quiet", cause="none", seed=45, expect={}),
 )
