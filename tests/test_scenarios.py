@@ -206,7 +206,7 @@ def test_make_scenario_fills_defaults_and_rejects_what_cannot_be_generated() -> 
     assert scenario.alert_starts_at == scenario.onset + timedelta(minutes=5)
     with pytest.raises(UnknownRunbookError, match="no scenario"):
         make_scenario("high-latency", "leak")
-    with pytest.raises(UnknownRunbookError, match="known: accuracy-drop, high-latency"):
+    with pytest.raises(UnknownRunbookError, match=r"known: accuracy-drop, (.+, )?high-latency"):
         make_scenario("no-such-runbook", "leak")
     with pytest.raises(ValueError, match="timezone"):
         make_scenario("high-memory", "leak", onset=datetime(2026, 1, 1))
