@@ -238,8 +238,11 @@ def _recent_failures(incident: Incident, found: Release, failures: QueryResult) 
     return limits.severity(share, "download_failure"), text, {"app_version": str(found.new)}
 
 
-def latency(incident: Incident, p95: QueryResult, found: Release) -> steps.Breakdown | None:
-    """3.3: on-device inference p95 per backend and device class, each against its own baseline."""
+def latency(
+    incident: Incident, p95: QueryResult, found: Release, by_version: QueryResult | None = None
+) -> steps.Breakdown | None:
+    """3.3: on-device inference p95 per backend and device class, each against its own baseline;
+    with ``by_version``, whether a slowdown is the new version's alone (the release) or not."""
     platform = platform_of(incident)
     limits = platform.thresholds.of(incident)
     current, baseline = pairs(p95.current), pairs(p95.baseline)
@@ -257,7 +260,8 @@ def latency(incident: Incident, p95: QueryResult, found: Release) -> steps.Break
             onset=found.since,
         )
     )
-    table = _latency_table(p95, frames.utc(incident.starts_at) - pd.Timedelta(minutes=5))
+    since = frames.utc(incident.starts_at) - pd.Timedelta(minutes=5)
+    table = _latency_table(p95, since)
     if table is None or table.empty:
         steps.checked(incident, "on-device latency: no baseline to compare")
         return None
@@ -292,17 +296,57 @@ def latency(incident: Incident, p95: QueryResult, found: Release) -> steps.Break
             )
         )
         return found_pairs
-    incident.record(_slow_pairs(incident, found_pairs, slowest_text))
+    versions = _new_against_previous(by_version, found, str(found_pairs.culprits[0]), since)
+    incident.record(_slow_pairs(incident, found_pairs, slowest_text, found, versions))
     return found_pairs
 
 
-def _slow_pairs(incident: Incident, found: steps.Breakdown, slowest_text: str) -> Finding:
-    limits = platform_of(incident).thresholds.of(incident)
+def _new_against_previous(
+    by_version: QueryResult | None, found: Release, pair: str, since: pd.Timestamp
+) -> float | None:
+    """p95 of the new version on `pair` against the previous version's, over the same minutes."""
+    current = pairs(by_version.current) if by_version is not None else None
+    if current is None or not found.compared or "app_version" not in current:
+        return None
+    medians = means(current[current[PAIR] == pair], by=["app_version"], since=since)
+    new, old = medians.get(found.new), medians.get(found.previous)
+    if new is None or old is None or not old > 0:
+        return None
+    return float(new / old)
+
+
+def _slow_pairs(
+    incident: Incident,
+    found: steps.Breakdown,
+    slowest_text: str,
+    release_at_hand: Release,
+    new_vs_previous: float | None,
+) -> Finding:
+    platform = platform_of(incident)
+    limits = platform.thresholds.of(incident)
     culprits = [str(value).partition(" on ") for value in found.culprits]
     backends = sorted({backend for backend, _, _ in culprits})
     devices = sorted({device for _, _, device in culprits})
     worst = found.row(found.culprits[0])
-    subject = {"backend": backends, "device_class": devices}
+    subject: dict[str, str | list[str]] = {"backend": backends, "device_class": devices}
+    new, previous = release_at_hand.new, release_at_hand.previous
+    fallback = (
+        f"Move {steps.join(devices)} devices off the {steps.join(backends)} backend by remote "
+        "config (fall back to the next backend)"
+    )
+    cause, versions = "dependency", ""
+    recommendation = (
+        f"{fallback} and check what reached those devices at the onset: a GPU driver or OS "
+        "update, a new model file, a delegate setting."
+    )
+    if new_vs_previous is not None and new_vs_previous >= limits["moved_ratio"]:
+        cause, subject["app_version"] = "rollout", str(new)
+        versions = f"; only on {new}: {steps.ratio_text(new_vs_previous)} {previous}'s p95 there"
+        recommendation = f"{platform.halt(str(new), release_at_hand.share)} {fallback}."
+    elif new_vs_previous is not None:
+        versions = (
+            f"; {new} and {previous} alike ({steps.ratio_text(new_vs_previous)}): not the release"
+        )
     severity = steps.as_severe_as_symptom(
         incident, limits.severity(found.change, "latency_ratio"), subject
     )
@@ -311,18 +355,14 @@ def _slow_pairs(incident: Incident, found: steps.Breakdown, slowest_text: str) -
         severity=severity,
         title=(
             f"On-device inference on {steps.join(found.culprits)} is "
-            f"{steps.ratio_text(found.change)} its baseline p95 ({numbers}); other backends "
-            f"and device classes {steps.ratio_text(found.others_change)}; {slowest_text}"
+            f"{steps.ratio_text(found.change)} its baseline p95 ({numbers}){versions}; other "
+            f"backends and device classes {steps.ratio_text(found.others_change)}; {slowest_text}"
         ),
         subject=subject,
         metric="ondevice_inference_duration_seconds",
         observed=float(worst["current"]),
         baseline=float(worst["baseline"]),
         unit="seconds",
-        cause="dependency",
-        recommendation=(
-            f"Move {steps.join(devices)} devices off the {steps.join(backends)} backend by "
-            "remote config (fall back to the next backend) and check what reached those devices "
-            "at the onset: a GPU driver or OS update, a new model file, a delegate setting."
-        ),
+        cause=cause,
+        recommendation=recommendation,
     )

@@ -85,5 +85,15 @@ CASES = (
         expect={"backend": "gpu", "device_class": "high_end"},
         not_named={"app_version": NEW},
     ),
+    # The new version (16% of sessions) runs nnapi 3x slower on low-end devices, which are
+    # always the slowest: the release is to blame, not the device class.
+    Case(
+        id="mob-and-new-nnapi",
+        cause="slow_new_version",
+        seed=36,
+        magnitude=3.0,
+        affected={"backend": "nnapi", "device_class": "low_end"},
+        expect={"app_version": NEW, "backend": "nnapi", "device_class": "low_end"},
+    ),
     Case(id="mob-and-quiet", cause="none", seed=34, expect={}),
 )

@@ -146,6 +146,7 @@ def _inference(app: Fleetwide, fleet: Fleet) -> list[Group]:
                 rate = rate * backend_share * INFERENCES_PER_SESSION_SECOND
                 median = median_seconds * DEVICE_SLOWER[device]
                 median = median * fleet.factor(("latency", backend, device))
+                median = median * fleet.factor(("latency", version, backend, device))
                 median = median * fleet.grid.noise(0.03, "latency", *key)
                 labels = fleet.labels(
                     platform=app.platform, app_version=version, backend=backend, device_class=device
@@ -230,6 +231,12 @@ def causes(app: Fleetwide) -> tuple[Cause, ...]:
         key = ("latency", s.affected["backend"], s.affected["device_class"])
         fleet.scale(key, fleet.after_onset(s.magnitude))
 
+    def slow_new_version(fleet: Fleet) -> None:
+        s = fleet.scenario
+        release(fleet, 0)
+        key = ("latency", s.affected["app_version"], s.affected["backend"])
+        fleet.scale((*key, s.affected["device_class"]), s.magnitude)
+
     def download_failures(fleet: Fleet) -> None:
         s = fleet.scenario
         release(fleet, 0)
@@ -256,6 +263,13 @@ def causes(app: Fleetwide) -> tuple[Cause, ...]:
             affected={"backend": "gpu", "device_class": "high_end"},
             magnitude=3.0,
             plant=slow_backend,
+        ),
+        Cause(
+            name="slow_new_version",
+            summary="the new app version runs one backend slower on one device class",
+            affected={"app_version": app.new, "backend": "gpu", "device_class": "high_end"},
+            magnitude=3.0,
+            plant=slow_new_version,
         ),
         Cause(
             name="download_failures",
