@@ -228,6 +228,31 @@ def test_the_backend_that_moved_is_named_not_the_slowest_device_class() -> None:
     assert "cpu on low_end is the slowest" in top.title
 
 
+def test_a_backend_slower_on_the_new_version_alone_is_the_release() -> None:
+    run = incident()
+    current, baseline = _latency(
+        {("nnapi", "low_end"): (0.240, 0.440), ("gpu", "high_end"): (0.04, 0.04)}
+    )
+    by_version = pd.concat(
+        [
+            current.assign(app_version=NEW, value=current["value"] * 1.8),
+            current.assign(app_version=PREVIOUS, value=baseline["value"]),
+        ],
+        ignore_index=True,
+    )
+    found = find_release(frame("os_version", SESSIONS), None)
+    mobile_deployment.latency(
+        run,
+        result("p95", current, baseline, "seconds"),
+        found,
+        result("p95_by_version", by_version, None, "seconds"),
+    )
+    top = ranked(run.findings)[0]
+    assert top.cause == "rollout"
+    assert top.subject == {"app_version": NEW, "backend": "nnapi", "device_class": "low_end"}
+    assert top.recommendation and top.recommendation.startswith("Halt the staged rollout")
+
+
 def test_thresholds_are_per_runbook_and_checked() -> None:
     config = Config(runbooks={"ios-deployment": RunbookSettings(thresholds={"min_crashes": 3})})
     assert IOS.thresholds.resolve(config)["min_crashes"] == 3
