@@ -75,14 +75,17 @@ class Fleet:
     archive: str
     redis_url: str
     env: dict[str, str] = field(default_factory=dict)
+    notebooks: Path | None = TINY  # None: the project's runbooks (for the demo evidence)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     url: str = ""
 
     def _environment(self, home: Path) -> dict[str, str]:
         env = {**os.environ, **self.env}
         env.pop("WORKBOOKS_ARCHIVE_CACHE", None)
+        env.pop("WORKBOOKS_NOTEBOOKS", None)
+        if self.notebooks is not None:
+            env["WORKBOOKS_NOTEBOOKS"] = str(self.notebooks)
         env.update(
-            WORKBOOKS_NOTEBOOKS=str(TINY),
             WORKBOOKS_EVIDENCE_DIR="off",
             WORKBOOKS_RECOVERY_INTERVAL_SECONDS="1",
             XDG_CACHE_HOME=str(home / "cache"),  # this "host"'s own cache of the archive
