@@ -20,6 +20,7 @@ from workbooks.archive.store import Archive
 from workbooks.core.config import load_config
 from workbooks.core.errors import ArchiveError, ConfigError
 from workbooks.core.findings import Finding
+from workbooks.service.app import Service
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +228,24 @@ def test_config_names_the_store_but_never_its_credentials(
     with pytest.raises(ConfigError, match="must not carry credentials"):
         Archive("s3://AKIA:secret@bucket/prefix")
     assert os.environ.get("WORKBOOKS_ARCHIVE") is None
+
+
+def test_serve_archives_its_runs_into_the_bucket(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_service import RUNBOOKS, ServiceThread, alert, delivery, wait_for
+    from workbooks.core.config import Config, ServiceSettings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "service-cache"))
+    url = f"s3://{bucket}/archive"
+    config = Config(notebooks=str(RUNBOOKS), archive=url, service=ServiceSettings(workers=1))
+    service = Service(config=config, archive_dir=url, source="demo", worker_name="one")
+    with ServiceThread(service) as running:
+        assert running.post(delivery(alert())).status_code == 202
+        reader = host(bucket, tmp_path / "reader")
+        runs = wait_for(reader.runs, 120, "the run in the bucket")
+        listing = requests.get(f"{running.url}/", timeout=10).text
+    assert runs[0].worker == "one" and runs[0].incident_id in listing
+    assert f"{runs[0].incident_id}/{runs[0].run_id}/run.json" in keys(reader)
+    # The ledger and queue of a one-host service live in its cache, never in the bucket.
+    assert not [key for key in keys(reader) if key.endswith(".sqlite")]

@@ -345,7 +345,7 @@ def serve(
 @click.pass_obj
 @handles_errors
 def worker(session: Session, redis: str | None, workers: int | None, name: str | None) -> None:
-    """Run workbooks from the shared queue, accepting no alerts.
+    """Run the workbooks intake queued on Redis.
 
     Takes the runs `workbook serve --role intake` queued on Redis, runs them and archives each
     (a folder, or s3://bucket/prefix with WORKBOOKS_DATABASE_URL for the shared ledger). Runs
