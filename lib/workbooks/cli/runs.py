@@ -263,7 +263,7 @@ def reindex(session: Session) -> None:
     count = archive.reindex()
     removed = archive.clean_staging()
     click.echo(
-        f"indexed {count} runs in {archive.root}; removed {len(removed)} stale staging folders"
+        f"indexed {count} runs in {archive.location}; removed {len(removed)} stale staging folders"
     )
 
 
