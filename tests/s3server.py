@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import pytest
 
+try:  # imported while collecting: importing it later, beside the services' threads, is fragile
+    from moto.server import ThreadedMotoServer
+except ImportError:  # the s3_server() context skips, saying what to install
+    ThreadedMotoServer = None
 # Test credentials: the assertions check that neither ever reaches a file, a log or a message.
 ACCESS_KEY = "AKIATESTSCALE0000001"
 SECRET_KEY = "s3cr3t-Do-Not-Leak-8f2b7c1e9a"
@@ -54,9 +58,7 @@ def _free_port() -> int:
 
 @contextmanager
 def s3_server() -> Iterator[S3Server]:
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
+    if ThreadedMotoServer is None:
         pytest.skip("needs moto[server] (pip install 'moto[server]'): the S3-compatible server")
     import logging
 
