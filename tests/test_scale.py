@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from s3server import S3Server, s3_server
+from s3server import ACCESS_KEY, SECRET_KEY, S3Server, s3_server
 from scale_fleet import Fleet, delivery, wait_until
 from test_service import redis_url  # noqa: F401  (the fixture: a real redis-server)
 from workbooks.archive.store import Archive
@@ -36,6 +36,7 @@ GROWN = 5  # groups that later fire one more alert: a new firing set, one more r
 SLOW = 0  # the group whose run is in progress when its worker is killed
 SLOW_SECONDS = 8.0
 WORKERS = ("worker-a", "worker-b")
+DB_PASSWORD = "pw-Fleet-Never-Shown-4c1d"
 
 
 def prove(fleet: Fleet, reader: Archive) -> dict[str, float]:
@@ -136,7 +137,8 @@ def test_workers_that_share_no_folder_share_redis_postgres_and_the_bucket(
     s3.make_bucket("fleet")
     with start_postgres(tmp_path / "pg", max_connections=60) as cluster:
         cluster.psql("CREATE DATABASE fleet")
-        database = f"postgresql://postgres@127.0.0.1:{cluster.port}/fleet"
+        # Trust authentication ignores it; it is here to prove it is never written anywhere.
+        database = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{cluster.port}/fleet"
         env = {**s3.env("fleet"), "WORKBOOKS_DATABASE_URL": database}
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -152,6 +154,10 @@ def test_workers_that_share_no_folder_share_redis_postgres_and_the_bucket(
         assert reader.objects is not None
         listing = reader.objects.listing()
         assert len(listing.runs) == GROUPS + GROWN and not listing.uncommitted
+        # The credentials reached no log line of any process (nor, by the other tests, a file).
+        for name in fleet.processes:
+            text = fleet.log(name)
+            assert SECRET_KEY not in text and ACCESS_KEY not in text and DB_PASSWORD not in text
         # No folder was shared: each process kept its own cache.
         caches = [path for path in (tmp_path / "hosts").glob("*/cache") if path.is_dir()]
         assert len(caches) == 3
