@@ -7,7 +7,8 @@ Each trial starts a real ``redis-server``, ``workbook serve --role intake`` and 
 (each in a folder of its own, one run at a time each), on a fresh local archive folder, with the
 project's ``high-latency`` runbook on its bundled demo evidence (``--prometheus demo``: no
 Prometheus). ``--runs`` new alert groups are posted at once; the time from the first post until
-every run is archived gives runs per minute, and per core (this machine's cores).
+every run is archived gives runs per minute, and per core (the cores the workers can use:
+one per worker, at most this machine's).
 
 ``takeover``: two workers; a group whose run takes longer (``svc-echo`` sleeping
 ``--sleep`` seconds) is posted, its worker SIGKILLed mid-run, and the time from the kill until
@@ -167,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median of {args.trials} trials:")
     for workers, rates in results.items():
         rate = statistics.median(rates)
+        used = min(workers, cores)  # each worker runs one workbook at a time: one core
         print(
-            f"  {workers} worker(s): {rate:6.1f} runs/min  {rate / cores:6.1f} runs/min per core"
+            f"  {workers} worker(s): {rate:6.1f} runs/min  {rate / used:6.1f} runs/min per core"
             f"  (trials: {', '.join(f'{each:.1f}' for each in rates)})"
         )
     started = statistics.median(each[0] for each in takeovers)
