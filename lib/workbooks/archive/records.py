@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
@@ -97,6 +98,9 @@ class RunRecord(BaseModel):
     top_finding_severity: str | None = None
     finding_counts: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
     pruned_at: datetime | None = None
+    # Who ran it: the host and the worker (``workbook worker --name``, else the process id).
+    host: str = ""
+    worker: str = ""
 
     def with_findings(self, findings: Iterable[Finding]) -> RunRecord:
         """A copy carrying the top finding and the counts per severity."""
@@ -152,6 +156,20 @@ class IncidentSummary(BaseModel):
     notes: list[Note] = Field(default_factory=list)  # oldest first
 
 
+_worker_name: str | None = None
+
+
+def set_worker_name(name: str | None) -> None:
+    """Name this process's worker in the runs it archives (``workbook worker --name``)."""
+    global _worker_name
+    _worker_name = name or None
+
+
+def ran_by() -> dict[str, str]:
+    """``{"host", "worker"}`` for a run archived by this process: its log line and run.json."""
+    return {"host": socket.gethostname(), "worker": _worker_name or f"pid {os.getpid()}"}
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` whole or not at all (a partial file, then one rename)."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
@@ -192,11 +210,13 @@ def read_notes(incident_dir: Path) -> list[Note]:
         return []
     except OSError as exc:
         raise ArchiveError(f"cannot read {incident_dir / NOTES_FILE}: {exc}") from exc
-    notes = []
+    notes: dict[str, Note] = {}
     for line in lines:
         with suppress(ValueError):  # a line cut short by a crash: the others still count
-            notes.append(Note.model_validate_json(line))
-    return sorted(notes, key=lambda note: (note.created_at, note.note_id))
+            note = Note.model_validate_json(line)
+            # Once each: an object-store archive's cache may be handed the same note twice.
+            notes.setdefault(note.note_id, note)
+    return sorted(notes.values(), key=lambda note: (note.created_at, note.note_id))
 
 
 def read_resolved(incident_dir: Path) -> tuple[str, datetime] | None:

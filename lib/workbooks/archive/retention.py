@@ -10,7 +10,11 @@ and how many bytes that frees; applying it deletes exactly that. Two ways:
   incident still lists, searches and reports its findings.
 
 A folder to delete is first renamed into ``.staging`` (one atomic step), then removed, so a run
-folder is never left half-deleted. :class:`workbooks.archive.store.Archive` calls into this module.
+folder is never left half-deleted. In an object store a run is deleted from the bucket first, its
+commit marker before its other objects, so no reader sees it half-deleted either; a stripped
+run's new ``run.json`` is uploaded after its other files are gone, and run folders a dead
+worker left without a marker are removed once old. :class:`workbooks.archive.store.Archive`
+calls into this module.
 """
 
 from __future__ import annotations
@@ -274,13 +278,20 @@ def _pruned(run: RunRecord, action: Literal["delete", "strip"], size: int) -> Pr
 def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
     """Delete what ``planned`` lists, under the index's write lock; the plan, ``applied``."""
     trash = archive.root / STAGING_DIR / staging.owned_name("prune-")
+    objects = archive.objects
     try:
         trash.mkdir(parents=True)
+        if archive.mirror is not None:
+            for run, _ in archive.mirror.uncommitted(older_than=staging.STALE_AFTER):
+                objects.delete_tree(run)  # type: ignore[union-attr]  (a mirror has objects)
         for left in planned.leftovers:
             if left.path.exists() or left.path.is_symlink():
                 os.rename(left.path, trash / left.path.name)
         with archive.writing() as connection:
             for run in planned.runs:
+                relative = f"{run.incident_id}/{run.path.name}"
+                if objects is not None and run.action == "delete":
+                    objects.delete_run(relative)  # the bucket first: it is the truth
                 if not run.path.is_dir():
                     index.delete_run(connection, run.run_id)
                     continue
@@ -288,6 +299,13 @@ def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
                     os.rename(run.path, trash / run.run_id)  # atomic: whole or absent
                     index.delete_run(connection, run.run_id)
                     continue
+                if objects is not None:
+                    objects.delete_files(
+                        f"{relative}/{path.relative_to(run.path).as_posix()}"
+                        for entry in _stripped_files(run.path)
+                        for path in ([entry] if entry.is_file() else entry.rglob("*"))
+                        if path.is_file()
+                    )
                 for entry in _stripped_files(run.path):
                     if entry.is_dir() and not entry.is_symlink():
                         shutil.rmtree(entry)
@@ -295,8 +313,14 @@ def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
                         entry.unlink()
                 record = read_record(run.path).model_copy(update={"pruned_at": datetime.now(UTC)})
                 write_record(run.path, record)
+                if objects is not None:
+                    objects.put_text(
+                        f"{relative}/{RUN_FILE}", (run.path / RUN_FILE).read_text(encoding="utf-8")
+                    )
                 index.insert_run(connection, record, read_findings(run.path), archive.root)
             for incident in planned.incidents:
+                if objects is not None:  # its notes and resolution; its runs are gone already
+                    objects.delete_tree(incident.incident_id)
                 if incident.path.is_dir():
                     os.rename(incident.path, trash / incident.incident_id)
                 index.delete_incident(connection, incident.incident_id)
@@ -318,6 +342,7 @@ def apply(archive: Archive, planned: PrunePlan) -> PrunePlan:
 
 
 def stats(archive: Archive) -> ArchiveStats:
+    archive.refresh(force=True)  # an object-store archive: counts as the bucket has them
     counts = {"incidents": 0, "runs": 0, "pruned_runs": 0, "notes": 0}
     oldest = newest = None
     if archive.index_file.exists():
@@ -326,7 +351,11 @@ def stats(archive: Archive) -> ArchiveStats:
         counts = {key: found[key] for key in counts}
         oldest = index.parse_index_time(found["oldest_run"])
         newest = index.parse_index_time(found["newest_run"])
-    size = folder_bytes(archive.root) if archive.root.exists() else 0
+    if archive.mirror is not None:  # the bucket's bytes, not this host's cache
+        listing = archive.mirror.last_listing
+        size = listing.bytes if listing is not None else 0
+    else:
+        size = folder_bytes(archive.root) if archive.root.exists() else 0
     return ArchiveStats(
         root=archive.root,
         bytes=size,

@@ -5,7 +5,10 @@ whose process is gone (a run killed mid-way) is known to be a leftover at once, 
 hour; a folder of another host is judged by its age alone. When a run cannot be archived (a full
 disk), its alert is kept in ``<archive>/.unarchived`` so it can be run again later, and the rest
 of its staging folder is removed. :func:`commit` (``Archive.commit``) moves a whole run into
-place with one ``os.rename``, so a run folder is either whole or absent.
+place with one ``os.rename``, so a run folder is either whole or absent. For an object-store
+archive the staging folder is in the host's cache, and the run is first uploaded, its
+``run.json`` (the commit marker) last (:mod:`workbooks.archive.objects`), then moved into the
+cache.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from workbooks.archive.records import (
     SAFE_ID,
     STAGING_DIR,
     RunRecord,
+    ran_by,
     read_findings,
     slug,
     write_findings,
@@ -188,6 +192,8 @@ def commit(
             f"incident {record.incident_id!r} is not a valid id (letters, digits, '.', '_', '-')"
         )
     incident_dir = archive.root / record.incident_id
+    if not record.host:
+        record = record.model_copy(update=ran_by())
     try:
         if findings is not None:
             write_findings(folder, record, findings)
@@ -203,11 +209,11 @@ def commit(
         if connection is not None:
             connection.close()
         # The run is kept all the same; the id is then unique by the folders alone.
-        final = _move_into_place(archive.root, folder, record, incident_dir, None)
+        final = _move_into_place(archive, folder, record, incident_dir, None)
         raise index_failed(final.path, archive.index_file.label, exc) from exc
     try:
         # Under the write lock: no cooperating writer can take the same run id meanwhile.
-        final = _move_into_place(archive.root, folder, record, incident_dir, connection)
+        final = _move_into_place(archive, folder, record, incident_dir, connection)
         index.insert_run(connection, final, found, archive.root)
         connection.execute("COMMIT")
         return final
@@ -236,20 +242,26 @@ def index_failed(path: Path, index_path: Path | str, exc: sqlite3.Error) -> Arch
 
 
 def _move_into_place(
-    root: Path,
+    archive: Archive,
     folder: Path,
     record: RunRecord,
     incident_dir: Path,
     connection: sqlite3.Connection | None,
 ) -> RunRecord:
+    root, objects = archive.root, archive.objects
     base = f"{record.started_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{slug(record.runbook)}"
     for attempt in range(1, 1000):
         run_id = base if attempt == 1 else f"{base}-{attempt}"
-        if _run_id_taken(root, run_id, connection):
+        relative = f"{record.incident_id}/{run_id}"
+        if _run_id_taken(root, run_id, connection) or (
+            objects is not None and objects.run_exists(relative)
+        ):
             continue
         final = record.model_copy(update={"run_id": run_id, "path": incident_dir / run_id})
         try:
             write_record(folder, final)
+            if objects is not None:  # the bucket is the truth: the run exists once uploaded
+                objects.publish_run(folder, relative)
         except ArchiveError as exc:
             raise not_archived(root, folder, exc) from exc
         try:
@@ -257,6 +269,9 @@ def _move_into_place(
             os.rename(folder, final.path)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                if objects is not None:  # published: the cache already fetched this very run
+                    discard(folder)
+                    return final
                 continue
             raise ArchiveError(f"cannot move the run into {final.path}: {exc}") from exc
         return final

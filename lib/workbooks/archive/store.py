@@ -21,6 +21,11 @@ its one writer: :mod:`workbooks.archive.records`; opening the index:
 (``reindex`` rebuilds it, and an index of an older schema is rebuilt when first opened), so a
 crash between a file write and the index write loses nothing. Retention
 (:meth:`Archive.prune`) is in :mod:`workbooks.archive.retention`.
+
+An archive given as ``s3://bucket/prefix`` lives in an object store (:mod:`.objects`): ``root``
+is then this host's cache of it (:mod:`.mirror`), runs are uploaded on commit and the cache and
+its index are refreshed from the bucket before reads. ``objects`` is None for a local folder,
+which keeps its atomic rename and behaves exactly as before.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -36,7 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from workbooks.archive import index, retention, staging
+from workbooks.archive import notes as incident_notes
 from workbooks.archive.connection import open_index
+from workbooks.archive.mirror import Mirror
+from workbooks.archive.objects import ObjectStore, default_cache, is_url
 from workbooks.archive.records import (
     ALERT_FILE,
     EVIDENCE_DIR,
@@ -50,7 +57,6 @@ from workbooks.archive.records import (
     IncidentSummary,
     Note,
     RunRecord,
-    append_note,
     incident_id,
     package_version,
     read_findings,
@@ -61,9 +67,9 @@ from workbooks.archive.records import (
     write_atomically,
     write_findings,
     write_record,
-    write_resolved,
 )
 from workbooks.archive.retention import ArchiveStats, PrunePlan
+from workbooks.core.config import ArchiveStorage, Config
 from workbooks.core.errors import ArchiveError, RunNotFoundError
 from workbooks.core.findings import Finding
 
@@ -95,9 +101,25 @@ class Archive:
     """Run folders under ``root`` plus the index; safe for several processes writing at once."""
 
     def __init__(
-        self, root: str | Path, *, busy_timeout_seconds: float = 30.0, database: str | None = None
+        self,
+        root: str | Path,
+        *,
+        busy_timeout_seconds: float = 30.0,
+        storage: ArchiveStorage | None = None,
+        database: str | None = None,
     ) -> None:
+        self.objects: ObjectStore | None = None
+        self.mirror: Mirror | None = None
+        if is_url(root):  # an object store; its cache folder is what this host reads
+            storage = storage or ArchiveStorage()
+            url = str(root)
+            self.objects = ObjectStore(
+                url, endpoint_url=storage.endpoint_url, region=storage.region
+            )
+            root = Path(storage.cache) if storage.cache else default_cache(self.objects.url)
         self.root = Path(root).absolute()
+        if self.objects is not None:
+            self.mirror = Mirror(self.objects, self.root)
         self.index_path = self.root / INDEX_FILE
         self.busy_timeout_seconds = busy_timeout_seconds
         # SQLite in the archive folder, or PostgreSQL when `database` (or the config) names one.
@@ -105,8 +127,24 @@ class Archive:
             self.index_path, timeout=busy_timeout_seconds, rebuild=self.reindex, database=database
         )
 
+    @classmethod
+    def from_config(cls, config: Config) -> Archive:
+        """The configured archive: a folder, or ``s3://...`` with its endpoint and cache."""
+        location = config.archive_url or config.archive_dir
+        return cls(location, storage=config.archive_storage, database=config.database)
+
+    @property
+    def location(self) -> str:
+        """What a person named: the folder, or the object store's URL."""
+        return self.objects.url if self.objects is not None else str(self.root)
+
     def __repr__(self) -> str:
-        return f"Archive({str(self.root)!r})"
+        return f"Archive({self.location!r})"
+
+    def refresh(self, *, force: bool = False) -> None:
+        """An object-store archive: bring this host's cache up to the bucket (rate-limited)."""
+        if self.mirror is not None:
+            self.mirror.refresh(self, force=force)
 
     # -- building runs ---------------------------------------------------------------------------
 
@@ -148,58 +186,26 @@ class Archive:
     # -- notes and resolution ---------------------------------------------------------------------
 
     def add_note(self, incident_id: str, text: str, *, author: str) -> Note:
-        """Append a note to an incident (an incident id, or a run id meaning its incident).
-
-        The note is appended to ``<incident>/notes.jsonl`` first, so it survives a lost index,
-        reindex and new runs of the incident; then it is indexed for the timeline and search.
-        """
-        if not text.strip():
-            raise ArchiveError("a note needs some text: say what was done and what came of it")
-        incident = self._known_incident(incident_id)
-        note = Note(
-            note_id=uuid.uuid4().hex[:16],
-            incident_id=incident,
-            created_at=datetime.now(UTC),
-            author=author.strip() or "unknown",
-            text=text.strip(),
-        )
-        path = append_note(self.root / incident, note)
-        self._update_index(path, lambda connection: index.insert_note(connection, note))
-        return note
+        """Append a note to an incident (an incident id, or a run id meaning its incident):
+        to ``<incident>/notes.jsonl``, so it survives a lost index, reindex and new runs of
+        the incident; then to the index, for the timeline and search."""
+        return incident_notes.add_note(self, incident_id, text, author=author)
 
     def notes(self, incident_id: str) -> list[Note]:
         """An incident's notes, oldest first, from its ``notes.jsonl``."""
         if not SAFE_ID.match(incident_id):
             return []
+        self.refresh()
         return read_notes(self.root / incident_id)
 
     def mark_resolved(self, incident_id: str, ended_at: datetime) -> bool:
         """Record that an incident's alert resolved at ``ended_at``; False if it is unknown.
+        Writes ``<incident>/resolved.json`` (so reindex keeps it) and updates the index."""
+        return incident_notes.mark_resolved(self, incident_id, ended_at)
 
-        Writes ``<incident>/resolved.json`` (so reindex keeps it) and updates the index.
-        """
-        if not SAFE_ID.match(incident_id) or not self._has_runs(incident_id):
-            return False
-        path = write_resolved(self.root / incident_id, ended_at)
-        self._update_index(
-            path, lambda connection: index.set_resolved(connection, incident_id, ended_at)
-        )
-        return True
-
-    def _known_incident(self, id: str) -> str:
-        if SAFE_ID.match(id) and self._has_runs(id):
-            return id
-        return self.get(id).incident_id  # a run id; RunNotFoundError says how to find ids
-
-    def _has_runs(self, incident_id: str) -> bool:
+    def has_runs(self, incident_id: str) -> bool:
+        self.refresh()
         return any((self.root / incident_id).glob(f"[!.]*/{RUN_FILE}"))
-
-    def _update_index(self, path: Path, change: Any) -> None:
-        try:
-            with self.writing() as connection:
-                change(connection)
-        except sqlite3.Error as exc:
-            raise staging.index_failed(path, self.index_file.label, exc) from exc
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -212,6 +218,7 @@ class Archive:
         limit: int | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, from the index alone."""
+        self.refresh()
         if not self.index_file.exists():
             return []
         since_time = datetime.now(UTC) - since if since is not None else None
@@ -223,6 +230,7 @@ class Archive:
 
     def get(self, id: str) -> RunRecord:
         """A run by run id, or an incident id meaning its newest run."""
+        self.refresh()
         if self.index_file.exists():
             with self.reading() as connection:
                 row = index.select_run(connection, id)
@@ -255,6 +263,8 @@ class Archive:
             raise ArchiveError(f"cannot read {path}: {exc}") from exc
 
     def _record_from_row(self, record: str, path: str) -> RunRecord:
+        if self.mirror is not None and not (self.root / path / RUN_FILE).is_file():
+            self.mirror.fetch(path)  # indexed by another host (a shared index): copy it here
         return RunRecord.model_validate_json(record).model_copy(update={"path": self.root / path})
 
     def incidents(
@@ -306,6 +316,7 @@ class Archive:
         return found[0].model_copy(update={"runs": runs, "notes": notes})
 
     def _incidents(self, where: index.IncidentFilter) -> list[IncidentSummary]:
+        self.refresh()
         if not self.index_file.exists():
             return []
         with self.reading() as connection:
@@ -326,6 +337,7 @@ class Archive:
 
     def filter_values(self) -> dict[str, list[str]]:
         """The runbooks, services and severities in the index, for filter menus."""
+        self.refresh()
         if not self.index_file.exists():
             return {"runbook": [], "service": [], "severity": []}
         with self.reading() as connection:
@@ -358,7 +370,11 @@ class Archive:
     # -- the index -------------------------------------------------------------------------------
 
     def reindex(self) -> int:
-        """Rebuild the index from the folders (runs, notes, resolutions); return the run count."""
+        """Rebuild the index from the folders (runs, notes, resolutions); return the run count.
+
+        An object-store archive's cache is first brought up to the bucket."""
+        if self.mirror is not None:
+            self.mirror.refresh(self, force=True, update_index=False)
         try:
             # No schema check: rebuilding is how an index of another schema version is replaced.
             connection = self.index_file.connect(check_schema=False)

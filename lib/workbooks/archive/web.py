@@ -80,7 +80,7 @@ def create_app(archive: Archive, *, access: ReaderAccess | None = OPEN) -> Starl
 
 
 def serve_archive(
-    archive_dir: str | Path,
+    archive: str | Path | Archive,
     host: str = "127.0.0.1",
     port: int = 9096,
     *,
@@ -96,7 +96,7 @@ def serve_archive(
     access = access if access is not None else ReaderAccess.from_config(load_config())
     check_exposure(host, access)
     uvicorn.run(
-        create_app(Archive(archive_dir), access=access),
+        create_app(archive if isinstance(archive, Archive) else Archive(archive), access=access),
         host=host,
         port=port,
         log_level="info",

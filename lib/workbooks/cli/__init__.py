@@ -51,6 +51,7 @@ for _command in (
     runs.demo,
     runs.reindex,
     runs.serve,
+    runs.worker,
     postmortem.open_workbook,
     postmortem.report,
     postmortem.note,

@@ -61,17 +61,16 @@ class Session:
     """What the options before and after the command chose; commands ask it for the rest."""
 
     config_file: Path | None = None
-    archive_dir: Path | None = None
+    archive_dir: str | None = None  # a folder, or s3://bucket/prefix
 
     def config(self) -> Config:
         config = load_config(self.config_file)
         if self.archive_dir is not None:
-            config = config.model_copy(update={"archive": str(self.archive_dir)})
+            config = config.model_copy(update={"archive": self.archive_dir})
         return config
 
     def archive(self, config: Config | None = None) -> Archive:
-        config = config or self.config()
-        return Archive(config.archive_dir, database=config.database)
+        return Archive.from_config(config or self.config())
 
 
 def _use_config_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
@@ -82,9 +81,9 @@ def _use_config_file(ctx: click.Context, param: click.Parameter, value: Path | N
     ctx.with_resource(environment("WORKBOOKS_CONFIG", str(value.absolute())))
 
 
-def _use_archive(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+def _use_archive(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
-        ctx.ensure_object(Session).archive_dir = value
+        ctx.ensure_object(Session).archive_dir = value  # a folder, or a URL kept as given
 
 
 def session_options() -> list[click.Option]:
@@ -99,10 +98,11 @@ def session_options() -> list[click.Option]:
         ),
         click.Option(
             ["--archive", "archive_dir"],
-            type=click.Path(file_okay=False, path_type=Path),
+            type=click.Path(file_okay=False),
             expose_value=False,
             callback=_use_archive,
-            help="Archive folder [default: $WORKBOOKS_ARCHIVE, else ./archive].",
+            help="Archive folder, or s3://bucket/prefix "
+            "[default: $WORKBOOKS_ARCHIVE, else ./archive].",
         ),
     ]
 

@@ -213,9 +213,9 @@ def archive_serve(session: Session, host: str, port: int) -> None:
     """
     from workbooks.archive.web import serve_archive
 
-    root = session.archive().root
-    click.echo(f"serving {root} at http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    serve_archive(root, host=host, port=port)
+    archive = session.archive()
+    click.echo(f"serving {archive.location} at http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    serve_archive(archive, host=host, port=port)
 
 
 @archive.command()

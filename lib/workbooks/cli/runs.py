@@ -19,6 +19,7 @@ from workbooks.cli.common import (
     table,
     top_finding,
 )
+from workbooks.core.config import Config
 from workbooks.core.errors import UnknownRunbookError
 from workbooks.core.paths import DEMO_ALERT_FILE, bundled_demos, demo_dir
 
@@ -291,7 +292,7 @@ def reindex(session: Session) -> None:
     count = archive.reindex()
     removed = archive.clean_staging()
     click.echo(
-        f"indexed {count} runs in {archive.root}; removed {len(removed)} stale staging folders"
+        f"indexed {count} runs in {archive.location}; removed {len(removed)} stale staging folders"
     )
 
 
@@ -314,10 +315,24 @@ def reindex(session: Session) -> None:
     type=click.IntRange(min=0),
     help="Runs at once; 0 accepts and queues only [default: WORKBOOKS_WORKERS, else the cores].",
 )
+@click.option(
+    "--role",
+    type=click.Choice(["all", "intake"]),
+    default="all",
+    show_default=True,
+    help="all: accept and run; intake: accept and queue only, for `workbook worker` processes.",
+)
+@click.option("--redis", metavar="URL", help="Queue on Redis [default: WORKBOOKS_REDIS_URL].")
 @click.pass_obj
 @handles_errors
 def serve(
-    session: Session, host: str, port: int, prometheus: str | None, workers: int | None
+    session: Session,
+    host: str,
+    port: int,
+    prometheus: str | None,
+    workers: int | None,
+    role: str,
+    redis: str | None,
 ) -> None:
     """Run workbooks from Alertmanager's webhook.
 
@@ -326,18 +341,62 @@ def serve(
     WORKBOOKS_NOTIFY. GET /healthz and GET /metrics report on the service. Stops on SIGTERM or
     Ctrl-C. See docs/alertmanager.md for the receiver snippet.
 
+    With --role intake it runs no workbook: `workbook worker` processes, on this host or
+    others, run what it queues on Redis (docs/scale.md).
+
     \b
     Example:
       WORKBOOKS_WEBHOOK_TOKEN=... workbook serve --prometheus http://127.0.0.1:9090
+      workbook serve --role intake --redis redis://queue:6379/0 --prometheus http://prom:9090
     """
     from workbooks.service.server import serve as run_service
 
-    config = session.config()
+    config = _with_redis(session.config(), redis)
     run_service(
         host=host,
         port=port,
         config=config,
-        archive_dir=config.archive_dir,
+        archive_dir=config.archive_url or config.archive_dir,
         prometheus=prometheus,
         workers=workers,
+        role="intake" if role == "intake" else "all",
     )
+
+
+@click.command()
+@click.option("--redis", metavar="URL", help="The shared queue [default: WORKBOOKS_REDIS_URL].")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Runs at once in this process [default: WORKBOOKS_WORKERS, else the cores].",
+)
+@click.option("--name", help="This worker's name in run records and logs [default: its pid].")
+@click.pass_obj
+@handles_errors
+def worker(session: Session, redis: str | None, workers: int | None, name: str | None) -> None:
+    """Run the workbooks intake queued on Redis.
+
+    Takes the runs `workbook serve --role intake` queued on Redis, runs them and archives each
+    (a folder, or s3://bucket/prefix with WORKBOOKS_DATABASE_URL for the shared ledger). Runs
+    of a worker that died are taken over. Stops on SIGTERM or Ctrl-C, letting runs finish.
+
+    \b
+    Example:
+      WORKBOOKS_REDIS_URL=redis://queue:6379/0 workbook worker --name worker-a
+    """
+    from workbooks.service.server import work
+
+    config = _with_redis(session.config(), redis)
+    work(
+        config=config,
+        archive_dir=config.archive_url or config.archive_dir,
+        workers=workers,
+        name=name,
+    )
+
+
+def _with_redis(config: Config, redis: str | None) -> Config:
+    if not redis:
+        return config
+    service = config.service.model_copy(update={"redis_url": redis})
+    return config.model_copy(update={"service": service})

@@ -12,7 +12,8 @@ Environment variables win over the file:
 ``WORKBOOKS_PROMETHEUS_CA_BUNDLE``  CA bundle file for TLS verification
 ``WORKBOOKS_PROMETHEUS_VERIFY``     ``false`` turns TLS verification off
 ``WORKBOOKS_PROMETHEUS_TIMEOUT``    seconds per request (default 10)
-``WORKBOOKS_ARCHIVE``               archive folder (default ``./archive``)
+``WORKBOOKS_ARCHIVE``               archive folder (default ``./archive``), or ``s3://bucket/prefix``
+``WORKBOOKS_ARCHIVE_CACHE``         local cache folder of an ``s3://`` archive (docs/scale.md)
 ``WORKBOOKS_NOTEBOOKS``             folder of runbook notebooks (default: the project's)
 ``WORKBOOKS_NOW``                   pin "now" (ISO 8601 UTC): for reproductions and tests
 ``WORKBOOKS_WEBHOOK_TOKEN``         bearer token ``workbook serve`` requires on POST /alerts
@@ -21,9 +22,13 @@ Environment variables win over the file:
 ``WORKBOOKS_WORKERS``               how many workbooks run at once (default: the cores)
 ``WORKBOOKS_NOTIFY``                notification targets, apprise URLs separated by spaces
 ``WORKBOOKS_SHUTDOWN_GRACE_SECONDS`` how long ``workbook serve`` lets running runs finish (20)
+``WORKBOOKS_RECOVERY_INTERVAL_SECONDS`` how often lost or abandoned runs are queued again (60)
 ``WORKBOOKS_READER_TOKEN``          token the archive pages require (Bearer, or Basic password)
 ``WORKBOOKS_TRUSTED_USER_HEADER``   header a reverse proxy sets for an authenticated user
 ==================================  ===================================================
+
+An object-store archive takes ``archive: {url: s3://bucket/prefix, endpoint_url, region}`` in the
+file; its credentials come only from the usual AWS variables or files, never from here.
 
 The file's `routing:` rules (:class:`RoutingRule`) send a team's own alerts to runbooks.
 
@@ -43,7 +48,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from workbooks.core.contacts import (
     Escalation,
@@ -103,6 +108,7 @@ class ServiceSettings(Settings):
     redis_url: str | None = Field(default=None, repr=False)
     workers: int | None = Field(default=None, ge=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    recovery_interval_seconds: float = Field(default=60.0, gt=0)
     # Who may read the archive's pages off loopback: a reader token (Bearer, or Basic with the
     # token as password), or a reverse proxy's authenticated-user header (docs/archive-access.md).
     reader_token: str | None = Field(default=None, repr=False)
@@ -159,9 +165,18 @@ class SLOSettings(Settings):
         return self.services.get(service, self.availability)
 
 
+class ArchiveStorage(Settings):
+    """How an object-store archive is reached; credentials never: the AWS variables hold them."""
+
+    endpoint_url: str | None = None  # else AWS_ENDPOINT_URL, else the provider's default
+    region: str | None = None  # else AWS_REGION
+    cache: str | None = None  # local cache (index, run copies); default under ~/.cache
+
+
 class Config(Settings):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
-    archive: str = "archive"
+    archive: str = "archive"  # a folder, or s3://bucket/prefix
+    archive_storage: ArchiveStorage = Field(default_factory=ArchiveStorage)
     # The index and the intake ledger in PostgreSQL instead of SQLite files in the archive.
     database: str | None = Field(default=None, repr=False)
     notebooks: str | None = None
@@ -184,6 +199,22 @@ class Config(Settings):
     def _postgres_only(cls, value: str | None) -> str | None:
         # check_database_url's message never repeats the URL: it may carry a password.
         return check_database_url(value) if value else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _archive_as_mapping(cls, data: Any) -> Any:
+        # `archive: {url, endpoint_url, region, cache}` in the file; `archive: DIR` still works.
+        if isinstance(data, Mapping) and isinstance(data.get("archive"), Mapping):
+            data = dict(data)
+            options = dict(data.pop("archive"))
+            data["archive"] = options.pop("url", "archive")
+            data["archive_storage"] = {**data.get("archive_storage", {}), **options}
+        return data
+
+    @property
+    def archive_url(self) -> str | None:
+        """The archive's ``scheme://`` URL when it lives in an object store, else None."""
+        return self.archive if "://" in self.archive else None
 
     @property
     def archive_dir(self) -> Path:
@@ -215,6 +246,7 @@ _ENV_SETTINGS: dict[str, tuple[str, ...]] = {
     "PROMETHEUS_VERIFY": ("prometheus", "verify_tls"),
     "PROMETHEUS_HEADERS": ("prometheus", "headers"),
     "ARCHIVE": ("archive",),
+    "ARCHIVE_CACHE": ("archive_storage", "cache"),
     "NOTEBOOKS": ("notebooks",),
     "NOW": ("now",),
     "WEBHOOK_TOKEN": ("service", "webhook_token"),
@@ -222,6 +254,7 @@ _ENV_SETTINGS: dict[str, tuple[str, ...]] = {
     "DATABASE_URL": ("database",),
     "WORKERS": ("service", "workers"),
     "SHUTDOWN_GRACE_SECONDS": ("service", "shutdown_grace_seconds"),
+    "RECOVERY_INTERVAL_SECONDS": ("service", "recovery_interval_seconds"),
     "READER_TOKEN": ("service", "reader_token"),
     "TRUSTED_USER_HEADER": ("service", "trusted_user_header"),
     "NOTIFY": ("notifications", "targets"),

@@ -316,7 +316,7 @@ class Incident:
         from workbooks.archive.store import Archive, incident_id
         from workbooks.core.errors import RunNotFoundError
 
-        archive = Archive(self.config.archive_dir)
+        archive = Archive.from_config(self.config)  # a folder, or an s3:// archive
         incident = incident_id(self.group_key, self.starts_at, self.alert_name)
         try:
             note = archive.add_note(

@@ -9,12 +9,15 @@ on. ``GET /healthz`` and ``GET /metrics`` (Prometheus text) are there for whoeve
 Exactly once: the ledger, not the queue, decides whether a run happens. A worker claims a run
 before executing it; a duplicate task is skipped; a run whose worker died (the service killed
 mid-run) is queued again when the service next starts, or by the recovery pass every minute.
+
+Roles (docs/scale.md): ``all`` (the default: accepts and runs), ``intake`` (accepts and queues,
+runs nothing) and ``worker`` (runs what the Redis queue holds, accepts nothing), so intake and
+workers scale apart and run on different hosts.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from huey.consumer import Consumer, ConsumerStopped
+from huey.consumer import ConsumerStopped
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     generate_latest,
@@ -34,32 +37,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from workbooks.archive.access import Guard, ReaderAccess, credentials, token_matches
+from workbooks.archive.records import ran_by, set_worker_name
 from workbooks.archive.store import Archive, RunRecord
 from workbooks.archive.web import create_app
 from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config
-from workbooks.core.errors import BadAlertError, ConfigError, UnknownRunbookError, WorkbooksError
+from workbooks.core.errors import BadAlertError, UnknownRunbookError, WorkbooksError
 from workbooks.running.routing import Runbook, load_runbooks
 from workbooks.running.warm import KernelPool
 from workbooks.service import notify
 from workbooks.service.intake import Decision, Intake, QueuedRun, plan
 from workbooks.service.metrics import Metrics, QueueDepth
-from workbooks.service.queue import RunQueue, recover
+from workbooks.service.queue import QueueConsumer, RunQueue, recover
+from workbooks.service.roles import Role, check_role, worker_count
 
-RECOVERY_INTERVAL_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 20.0
-# Not in config.py yet (a ServiceSettings field is proposed): read here, and only here.
-# An idle SQLite queue is polled at most this far apart: the pickup latency of a new run.
-_MAX_POLL_SECONDS = 0.2
 # Routes outside the reader check: /alerts takes the webhook token; the others are for monitors.
 OPEN_PATHS = ("/alerts", "/healthz", "/metrics")
 
 log = logging.getLogger(__name__)
-
-
-class _Consumer(Consumer):
-    def _set_signal_handlers(self) -> None:
-        pass  # uvicorn owns SIGINT/SIGTERM; serve() stops the consumer itself
 
 
 class Service:
@@ -69,15 +65,22 @@ class Service:
         self,
         *,
         config: Config,
-        archive_dir: Path,
+        archive_dir: str | Path,
         source: str,
         workers: int | None = None,
         worker_type: Literal["thread", "process"] = "thread",
+        role: Role = "all",
+        worker_name: str | None = None,
     ) -> None:
         self.config = config
-        self.archive = Archive(archive_dir, database=config.database)
+        check_role(role, config, archive_dir)
+        self.role = role
+        self.archive = Archive(
+            archive_dir, storage=config.archive_storage, database=config.database
+        )
         self.source = source
-        self.workers = _worker_count(workers, config)
+        self.workers = 0 if role == "intake" else worker_count(workers, config)
+        set_worker_name(worker_name)  # named in each run's record and log line
         self.worker_type = worker_type
         self.shutdown_grace_seconds = config.service.shutdown_grace_seconds
         self.metrics = Metrics()
@@ -91,7 +94,7 @@ class Service:
         self.metrics.registry.register(QueueDepth(self.queue))
         self._runbooks_lock = threading.Lock()
         self._runbooks: tuple[tuple[tuple[str, int], ...], dict[str, Runbook]] = ((), {})
-        self._consumer: _Consumer | None = None
+        self._consumer: QueueConsumer | None = None
         # Warm kernels for thread workers, one per worker (started in start()).
         self.kernels: KernelPool | None = None
         self._threads: list[threading.Thread] = []
@@ -259,14 +262,17 @@ class Service:
         )
         (self.metrics.failed if failed else self.metrics.succeeded).labels(runbook).inc()
         self.metrics.duration.labels(runbook).observe(time.monotonic() - started)
+        who = ran_by()
         for record in records:
             log.info(
-                "%s %s for incident %s in %.1f s: %s",
+                "%s %s for incident %s in %.1f s on %s by %s: %s",
                 record.runbook,
                 record.status,
                 incident_id,
                 record.duration_seconds,
-                record.path,
+                who["host"],
+                who["worker"],
+                record.run_id,
             )
         resolved_at = self.intake.resolution(incident_id)
         if resolved_at is not None:  # resolved while this run waited or ran
@@ -330,21 +336,14 @@ class Service:
         for runbook in self.runbooks():  # a bad runbook folder fails here, not on every alert
             for metric in (self.metrics.succeeded, self.metrics.failed, self.metrics.duration):
                 metric.labels(runbook)
-        if self.config.notifications.targets:
+        if self.config.notifications.any_targets:
             notify.load_plugins()
         self.recover()
         if self.workers > 0:
             import workbooks.running.runner  # noqa: F401  (papermill's import, before the first run)
 
-            self._consumer = _Consumer(
-                self.queue.huey,
-                workers=self.workers,
-                worker_type=self.worker_type,
-                periodic=False,
-                initial_delay=0.05,
-                backoff=1.5,
-                max_delay=_MAX_POLL_SECONDS,
-                shutdown_timeout=self.shutdown_grace_seconds,
+            self._consumer = self.queue.consumer(
+                self.workers, self.worker_type, shutdown_timeout=self.shutdown_grace_seconds
             )
             # Started here, before any thread of ours: forked process workers must not inherit
             # a lock another thread held (measured: they hang on a futex otherwise).
@@ -367,7 +366,7 @@ class Service:
             self._consumer.huey.notify_interrupted_tasks()
 
     def _recovery_loop(self) -> None:
-        while not self._stopping.wait(RECOVERY_INTERVAL_SECONDS):
+        while not self._stopping.wait(self.config.service.recovery_interval_seconds):
             self.recover()
 
     @property
@@ -398,14 +397,6 @@ def _thread(target: Any, name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
-
-
-def _worker_count(workers: int | None, config: Config) -> int:
-    count = workers if workers is not None else config.service.workers
-    count = count if count is not None else (os.cpu_count() or 1)
-    if count < 0:
-        raise ConfigError(f"workers must be 0 (accept only) or more, not {count}")
-    return count
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from huey import RedisHuey, SqliteHuey
+from huey.consumer import Consumer
 
 from workbooks.archive.store import ALERT_FILE, Archive
 from workbooks.core.alert import parse_alert_group
@@ -21,7 +22,16 @@ from workbooks.service.intake import Intake, QueuedRun, alert_fingerprint
 
 QUEUE_FILE = "queue.sqlite"
 QUEUE_NAME = "workbooks"
+# An idle SQLite queue is polled at most this far apart: the pickup latency of a new run.
+MAX_POLL_SECONDS = 0.2
 log = logging.getLogger(__name__)
+
+
+class QueueConsumer(Consumer):
+    """huey's consumer, leaving the signals to uvicorn: the service stops it itself."""
+
+    def _set_signal_handlers(self) -> None:
+        pass
 
 
 class RunQueue:
@@ -55,6 +65,21 @@ class RunQueue:
                 run.incident_id,
                 id=run.task_id,
             )
+        )
+
+    def consumer(
+        self, workers: int, worker_type: Literal["thread", "process"], *, shutdown_timeout: float
+    ) -> QueueConsumer:
+        """The workers that drain this queue (not started): they poll an idle queue quickly."""
+        return QueueConsumer(
+            self.huey,
+            workers=workers,
+            worker_type=worker_type,
+            periodic=False,
+            initial_delay=0.05,
+            backoff=1.5,
+            max_delay=MAX_POLL_SECONDS,
+            shutdown_timeout=shutdown_timeout,
         )
 
     def pending_ids(self) -> set[str]:

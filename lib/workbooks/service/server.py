@@ -1,4 +1,7 @@
-"""``workbook serve``: checks what the service would expose, then runs it under uvicorn.
+"""``workbook serve`` and ``workbook worker``: check what would be exposed, then run.
+
+``serve`` runs the webhook under uvicorn, with workers (role ``all``) or without (``intake``);
+``worker`` runs workers only, taking runs off the Redis queue, with no HTTP at all.
 
 Refused at start, with the same messages as ``workbook run``: a Prometheus URL that carries
 credentials (it would reach every archived notebook), a non-loopback address without a webhook
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -25,6 +29,7 @@ from workbooks.core.errors import ConfigError
 from workbooks.core.redact import redact_url
 from workbooks.notebook.sources import choose_source
 from workbooks.service.app import Service
+from workbooks.service.roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +63,21 @@ def serve(
     archive_dir: Path,
     prometheus: str | None,
     workers: int | None,
+    role: Role = "all",
 ) -> None:
-    """Run the webhook service until SIGTERM or SIGINT; blocks.
+    """Run the webhook service until SIGTERM or SIGINT; blocks. ``role`` ``intake`` runs no
+    workers: ``workbook worker`` processes (on any host) run what it queues on Redis.
 
     Raises :class:`ConfigError` for no metrics source, a credential-bearing ``prometheus``, or
     a non-loopback ``host`` without a webhook token or without a reader token or proxy header.
     """
     source = resolve_source(prometheus, config)
     check_service_exposure(host, config)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("papermill").setLevel(logging.CRITICAL)
-    logging.getLogger("huey").setLevel(logging.WARNING)
+    _quiet_logging()
     disable_created_metrics()  # this process is ours: /metrics without *_created noise
-    service = Service(config=config, archive_dir=archive_dir, source=source, workers=workers)
+    service = Service(
+        config=config, archive_dir=archive_dir, source=source, workers=workers, role=role
+    )
     signals: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -84,12 +90,14 @@ def serve(
         signal.signal(signum, on_signal)
     service.start()
     log.info(
-        "accepting alerts on http://%s:%d/alerts: %d workers, %s queue, archive %s, runs read %s",
+        "accepting alerts on http://%s:%d/alerts (role %s): %d workers, %s queue, archive %s, "
+        "runs read %s",
         host,
         port,
+        role,
         service.workers,
         service.queue.backend,
-        service.archive.root,
+        service.archive.location,
         redact_url(config.prometheus.url or "") if source == "prometheus" else source,
     )
     server = uvicorn.Server(
@@ -112,3 +120,50 @@ def serve(
             server.run()
     finally:
         service.stop()
+
+
+def work(*, config: Config, archive_dir: str | Path, workers: int | None, name: str | None) -> None:
+    """Run workers only, taking runs off the Redis queue, until SIGTERM or SIGINT; blocks.
+
+    Each run is read from the source its alert was accepted with, so a worker needs no
+    Prometheus setting of its own. Raises :class:`ConfigError` without a Redis queue (and, on
+    an object-store archive, without the shared PostgreSQL ledger).
+    """
+    _quiet_logging()
+    service = Service(
+        config=config,
+        archive_dir=archive_dir,
+        source="(each run's own)",
+        workers=workers,
+        role="worker",
+        worker_name=name,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second signal: stop at once
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    service.start()
+    log.info(
+        "worker %s: %d workers on the %s queue, archive %s",
+        name or "(unnamed)",
+        service.workers,
+        service.queue.backend,
+        service.archive.location,
+    )
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        service.stop()
+
+
+def _quiet_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)
+    logging.getLogger("huey").setLevel(logging.WARNING)
