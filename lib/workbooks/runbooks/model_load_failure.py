@@ -1,0 +1,339 @@
+"""model-load-failure: which loads fail, where and why; the version, the small-memory instances or
+the slow model store responsible, and the version to roll back to.
+
+Cells of ``notebooks/model-load-failure.ipynb`` call these steps in order; each records findings.
+The failure patterns (a version, a set of instances, the store) are told apart in
+:mod:`workbooks.runbooks.model_load_failure_patterns`; the counting is in
+:mod:`workbooks.runbooks.model_load_failure_data`. Thresholds are declared in :data:`THRESHOLDS`;
+a team overrides them under ``runbooks: {model-load-failure: {thresholds: ...}}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import pandas as pd
+
+from workbooks.core.findings import Finding, format_value
+from workbooks.notebook import analysis, charts
+from workbooks.notebook.incident import Incident, QueryResult
+from workbooks.runbooks import steps
+from workbooks.runbooks.model_load_failure_data import (
+    Loads,
+    attempted_versions,
+    count_loads,
+    last_values,
+    rollback_target,
+    version_key,
+)
+from workbooks.runbooks.model_load_failure_patterns import (
+    THRESHOLDS,
+    Durations,
+    Now,
+    failure_onset,
+    judge_durations,
+    patterns,
+    rollback_command,
+)
+
+__all__ = [
+    "THRESHOLDS",
+    "durations",
+    "failure_patterns",
+    "load_table",
+    "resolution",
+    "results_chart",
+    "still_happening",
+    "what_changed",
+]
+
+RECENT = timedelta(minutes=10)
+QUIET = (
+    "A quiet run: no model load is failing now, every instance is ready, and the failures in "
+    "the window were few and retried successfully; the alert may be too sensitive (alert on "
+    "failures over several minutes, or on model_ready)"
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the steps share: the counts over the window and its baseline, and the state now."""
+
+    loads: Loads
+    baseline: Loads
+    now: Now
+    end: pd.Timestamp
+
+
+def still_happening(incident: Incident, loads: QueryResult, ready: QueryResult) -> Window:
+    """Section 2: is any instance not ready now, are loads failing now, one instance or all?"""
+    end = pd.Timestamp(incident.window.end)
+    counts = count_loads(loads.current, loads.step_seconds)
+    before = count_loads(loads.baseline, loads.step_seconds)
+    states = last_values(ready.current)
+    instances = sorted(set(states) | set(counts.instances()))
+    not_ready = sorted(i for i, v in states.items() if v < 1)
+    recent = count_loads(_since(loads.current, end - RECENT), loads.step_seconds).failures
+    now = Now(tuple(instances), tuple(not_ready), int(recent["count"].sum()), RECENT)
+    window = Window(counts, before, now, end)
+    limits = THRESHOLDS.of(incident)
+    share = len(not_ready) / len(instances) if instances else 0.0
+    if not_ready:
+        severity = limits.severity(share, "not_ready_share")
+    else:
+        severity = limits.severity(now.recent_failures, "failures")
+        severity = "warning" if severity == "critical" else severity
+    scope = (
+        "all instances"
+        if instances and len(not_ready) == len(instances)
+        else f"{len(not_ready)} of {len(instances)} instances"
+    )
+    failing = f"{now.recent_failures} failed load(s) in the last {_minutes(RECENT)}"
+    if severity == "info":
+        title = (
+            f"Not happening now: every instance is ready ({len(instances)}) and {failing}; "
+            f"{int(counts.failures['count'].sum())} failed in the whole window"
+        )
+    elif not_ready:
+        title = f"Still happening: {steps.join(not_ready)} not ready now ({scope}); {failing}"
+    else:
+        title = f"Still happening: every instance is ready, but {failing}"
+    finding = Finding(
+        severity=severity,
+        title=title,
+        subject={"instance": list(not_ready)} if not_ready else {"service": incident.service},
+        metric=ready.name,
+        observed=float(len(not_ready)),
+        unit="instances",
+        recommendation=(
+            "Keep the ready instances serving: do not restart or roll out now (a restart needs "
+            "a load); the sections below say what to fix."
+            if severity != "info"
+            else None
+        ),
+    )
+    incident.record(finding)
+    steps.symptom(incident, ongoing=severity != "info", finding=finding)
+    steps.checked(incident, f"readiness: {scope} not ready, {failing}")
+    return window
+
+
+def rollouts_seen(incident: Incident, loads: QueryResult) -> None:
+    """Section 2: did a version roll out just before? The versions first loaded in the window."""
+    found = steps.rollouts(attempted_versions(loads.current))
+    if not found:
+        incident.markdown("**Rollouts:** no model version was rolled out in the window.")
+        return
+    lines = [
+        f"- `{r.version}` from {r.at:%H:%M} UTC on {steps.join(r.units)}"
+        for r in sorted(found, key=lambda r: r.at)
+    ]
+    incident.markdown("**Rollouts in the window** (judged in 3.3):\n\n" + "\n".join(lines))
+
+
+def results_chart(incident: Incident, loads: QueryResult, window: Window) -> None:
+    """Section 3.1: loads per 5 minutes by version and result, the failure onset marked."""
+    if loads.empty:
+        return
+    frame = loads.current.copy()
+    reason = frame["reason"].fillna("") if "reason" in frame else ""
+    frame["load"] = frame["model_version"].astype(str) + " " + pd.Series(reason).replace("", "ok")
+    frame["value"] = frame["value"] * 300.0
+    wide = analysis.to_wide(frame, "load", agg="sum")
+    onset = failure_onset(loads.current)
+    incident.show(
+        charts.timeseries(
+            wide,
+            title=incident.chart_title("Model loads per 5 min by version and result"),
+            unit="count",
+            alert_start=pd.Timestamp(incident.starts_at),
+            onset=onset,
+        )
+    )
+    failed = window.loads.failures
+    by_reason = failed.groupby(["model_version", "reason"])["count"].sum().sort_values()[::-1]
+    text = ", ".join(f"{n} of {v} ({r})" for (v, r), n in by_reason.items()) or "none"
+    steps.checked(incident, f"load results: failed loads in the window: {text}")
+    incident.record(
+        Finding(
+            severity="info",
+            title=f"Failed loads in the window, by version and reason: {text}",
+            subject={"service": incident.service},
+            metric=loads.name,
+            observed=float(failed["count"].sum()),
+            unit="loads",
+        )
+    )
+
+
+def load_table(
+    incident: Incident, window: Window, limits: QueryResult, memory: QueryResult
+) -> dict[str, float]:
+    """Section 3.2: instance x version load results, with memory limit, memory now and readiness.
+
+    Returns instance -> memory limit (bytes), for the failure patterns.
+    """
+    limit_by = {k: v for k, v in last_values(limits.current).items() if v > 0}
+    rss = last_values(memory.current)
+    versions = sorted(set(window.loads.table["model_version"]), key=version_key)
+    header = ["instance", "memory limit", "memory now", "ready now", *versions]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for instance in window.now.instances:
+        cells = [
+            f"`{instance}`",
+            format_value(limit_by[instance], "bytes") if instance in limit_by else "?",
+            format_value(rss[instance], "bytes") if instance in rss else "?",
+            "**no**" if instance in window.now.not_ready else "yes",
+            *(_cell(window.loads, instance, version) for version in versions),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    incident.markdown("\n".join(rows))
+    return limit_by
+
+
+def _cell(loads: Loads, instance: str, version: str) -> str:
+    rows = loads.table[
+        (loads.table["instance"] == instance) & (loads.table["model_version"] == version)
+    ]
+    if rows.empty:
+        return "·"
+    ok = int(rows[rows["result"] == "success"]["count"].sum())
+    failed = rows[rows["result"] == "failure"]
+    parts = [f"{ok} ok"] + [
+        f"**{n} {r}**" for r, n in zip(failed["reason"], failed["count"], strict=True)
+    ]
+    return ", ".join(parts)
+
+
+def what_changed(
+    incident: Incident, loads: QueryResult, window: Window
+) -> list[steps.RolloutVerdict]:
+    """Section 3.3: did a version roll out near the onset, and do the failures follow it?
+
+    The version each instance was loading comes from its load attempts, since a version that
+    never loads never shows in model_info. Always names the rollback target.
+    """
+    limits = THRESHOLDS.of(incident)
+    onset = failure_onset(loads.current)
+    since = onset if onset is not None else pd.Timestamp(incident.starts_at)
+    recent = count_loads(_since(loads.current, since), loads.step_seconds)
+    changes = {
+        i: float(recent.failures[recent.failures["instance"] == i]["count"].sum())
+        for i in window.now.instances
+    }
+    suspect, reason = _suspect(window.loads, since)
+    target = rollback_target(window.loads, window.baseline, exclude={suspect} if suspect else set())
+    attempts = replace(loads, current=attempted_versions(loads.current), baseline=None)
+    verdicts = steps.correlate_rollouts(
+        incident,
+        attempts,
+        changes,
+        onset=onset,
+        severity=lambda n: steps.as_severe_as_symptom(
+            incident, limits.severity(n, "failures"), {"instance": list(window.now.instances)}
+        ),
+        min_change=limits["failures_moved"],
+        gap=2.0,
+        measure="delta",
+        what="the count of failed loads",
+        unit="loads",
+        subject={"reason": reason} if reason else None,
+        recommendation=rollback_command(incident.service, window.loads.model(), target),
+    )
+    _record_target(incident, window, target, loads.name)
+    return verdicts
+
+
+def _suspect(loads: Loads, since: pd.Timestamp) -> tuple[str | None, str | None]:
+    """The newest version with failures since the onset, and its most frequent reason."""
+    failed = loads.failures[loads.failures["last"] >= since]
+    if failed.empty:
+        return None, None
+    version = max(failed["model_version"], key=version_key)
+    reasons = failed[failed["model_version"] == version].groupby("reason")["count"].sum()
+    return str(version), str(reasons.idxmax())
+
+
+def _record_target(incident: Incident, window: Window, target: str | None, metric: str) -> None:
+    model = window.loads.model()
+    count = len(window.now.instances)
+    title = (
+        f"Rollback target: {model} {target}, the last version that loaded on every instance "
+        f"({count} of {count})"
+        if target
+        else "No version loaded on every instance in the window or its baseline: widen the "
+        "window (lookback='12h') to find a rollback target"
+    )
+    steps.checked(incident, f"rollback target: {target or 'none found'}")
+    incident.record(
+        Finding(
+            severity="info",
+            title=title,
+            subject={"model_version": target} if target else {"service": incident.service},
+            metric=metric,
+        )
+    )
+
+
+def durations(
+    incident: Incident, loads: QueryResult, p50: QueryResult, p95: QueryResult
+) -> Durations:
+    """Section 3.4: load durations (p50 and p95 per version) against the baseline."""
+    frames, before = [], []
+    for result, name in ((p50, "p50"), (p95, "p95")):
+        if not result.empty:
+            frames.append(result.current.assign(line=result.current["model_version"] + " " + name))
+        if result.baseline is not None and not result.baseline.empty:
+            base = result.baseline
+            before.append(base.assign(line=base["model_version"] + " " + name))
+    if frames:
+        incident.show(
+            charts.timeseries(
+                pd.concat(frames),
+                baseline=pd.concat(before) if before else None,
+                by="line",
+                title=incident.chart_title("Model load duration by version (dashed: baseline)"),
+                unit="seconds",
+                alert_start=pd.Timestamp(incident.starts_at),
+            )
+        )
+    end = pd.Timestamp(incident.window.end)
+    return judge_durations(incident, p50, end=end, onset=failure_onset(loads.current))
+
+
+def failure_patterns(
+    incident: Incident,
+    window: Window,
+    verdicts: list[steps.RolloutVerdict],
+    timing: Durations,
+    limit_by: dict[str, float],
+) -> None:
+    """Section 3.5: the failures a version does not explain: some instances, the store, or
+    transient ones that recovered."""
+    named = {v.rollout.version for v in verdicts if v.named}
+    for finding in patterns(incident, window.loads, window.now, named, timing, limit_by):
+        incident.record(finding)
+
+
+def resolution(incident: Incident) -> None:
+    """Section 4: the verdict if no cause was named, and the steps that fit what was found."""
+    steps.conclude(
+        incident,
+        quiet=QUIET,
+        next_steps=[
+            "Read a failing instance's load log (`kubectl logs POD | grep -i load`).",
+            "Check the model store and registry status, and the artifact's checksum.",
+            "Widen the window (`lookback='12h'`) and compare with the baseline again.",
+        ],
+    )
+
+
+def _since(frame: pd.DataFrame, moment: pd.Timestamp) -> pd.DataFrame:
+    if frame is None or frame.empty:
+        return frame
+    return frame[pd.to_datetime(frame["timestamp"], utc=True) >= moment]
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{span.total_seconds() / 60:.0f} min"
