@@ -10,27 +10,28 @@ a team overrides them under ``runbooks: {model-load-failure: {thresholds: ...}}`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pandas as pd
 
-from workbooks.core.findings import Finding, format_value
+from workbooks.core.findings import Finding
 from workbooks.notebook import analysis, charts
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import steps
 from workbooks.runbooks.model_load_failure_data import (
     Loads,
+    Now,
     attempted_versions,
     count_loads,
     last_values,
     rollback_target,
+    table_markdown,
     version_key,
 )
 from workbooks.runbooks.model_load_failure_patterns import (
     THRESHOLDS,
     Durations,
-    Now,
     failure_onset,
     judge_durations,
     patterns,
@@ -106,17 +107,28 @@ def still_happening(incident: Incident, loads: QueryResult, ready: QueryResult) 
         metric=ready.name,
         observed=float(len(not_ready)),
         unit="instances",
-        recommendation=(
-            "Keep the ready instances serving: do not restart or roll out now (a restart needs "
-            "a load); the sections below say what to fix."
-            if severity != "info"
-            else None
-        ),
+        recommendation=_first_move(severity, not_ready, instances),
     )
     incident.record(finding)
     steps.symptom(incident, ongoing=severity != "info", finding=finding)
     steps.checked(incident, f"readiness: {scope} not ready, {failing}")
     return window
+
+
+def _first_move(severity: str, not_ready: list[str], instances: list[str]) -> str | None:
+    if severity == "info":
+        return None
+    if instances and len(not_ready) == len(instances):
+        return (
+            "No instance serves the model: inference is down. Apply the fix named below now "
+            "(roll back, restore memory, fail the store over) and escalate if it is not back "
+            "within 15 minutes."
+        )
+    return (
+        "Keep the ready instances serving: do not restart or roll out more pods now (a "
+        "restart needs a load); check that the ready ones carry the traffic, then apply the "
+        "fix named below."
+    )
 
 
 def rollouts_seen(incident: Incident, loads: QueryResult) -> None:
@@ -176,34 +188,8 @@ def load_table(
     """
     limit_by = {k: v for k, v in last_values(limits.current).items() if v > 0}
     rss = last_values(memory.current)
-    versions = sorted(set(window.loads.table["model_version"]), key=version_key)
-    header = ["instance", "memory limit", "memory now", "ready now", *versions]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for instance in window.now.instances:
-        cells = [
-            f"`{instance}`",
-            format_value(limit_by[instance], "bytes") if instance in limit_by else "?",
-            format_value(rss[instance], "bytes") if instance in rss else "?",
-            "**no**" if instance in window.now.not_ready else "yes",
-            *(_cell(window.loads, instance, version) for version in versions),
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
-    incident.markdown("\n".join(rows))
+    incident.markdown(table_markdown(window.loads, window.now, limit_by, rss))
     return limit_by
-
-
-def _cell(loads: Loads, instance: str, version: str) -> str:
-    rows = loads.table[
-        (loads.table["instance"] == instance) & (loads.table["model_version"] == version)
-    ]
-    if rows.empty:
-        return "·"
-    ok = int(rows[rows["result"] == "success"]["count"].sum())
-    failed = rows[rows["result"] == "failure"]
-    parts = [f"{ok} ok"] + [
-        f"**{n} {r}**" for r, n in zip(failed["reason"], failed["count"], strict=True)
-    ]
-    return ", ".join(parts)
 
 
 def what_changed(
@@ -222,37 +208,91 @@ def what_changed(
         i: float(recent.failures[recent.failures["instance"] == i]["count"].sum())
         for i in window.now.instances
     }
-    suspect, reason = _suspect(window.loads, since)
+    suspect = _suspect(window.loads, since)
     target = rollback_target(window.loads, window.baseline, exclude={suspect} if suspect else set())
-    attempts = replace(loads, current=attempted_versions(loads.current), baseline=None)
-    verdicts = steps.correlate_rollouts(
-        incident,
-        attempts,
-        changes,
-        onset=onset,
-        severity=lambda n: steps.as_severe_as_symptom(
-            incident, limits.severity(n, "failures"), {"instance": list(window.now.instances)}
-        ),
-        min_change=limits["failures_moved"],
-        gap=2.0,
-        measure="delta",
-        what="the count of failed loads",
-        unit="loads",
-        subject={"reason": reason} if reason else None,
-        recommendation=rollback_command(incident.service, window.loads.model(), target),
-    )
+    found = steps.rollouts(attempted_versions(loads.current))
+    verdicts = [
+        steps.judge_rollout(
+            rollout, changes, onset=since, min_change=limits["failures_moved"], gap=2.0
+        )
+        for rollout in found
+    ]
+    for verdict in verdicts:
+        incident.record(_rollout_finding(incident, verdict, recent, target, loads.name))
+    if not found:
+        steps.checked(incident, "rollouts: no model version rolled out in the window")
+        incident.record(
+            Finding(
+                severity="info",
+                title="No model version rolled out in the window",
+                subject={"service": incident.service},
+                metric=loads.name,
+            )
+        )
     _record_target(incident, window, target, loads.name)
     return verdicts
 
 
-def _suspect(loads: Loads, since: pd.Timestamp) -> tuple[str | None, str | None]:
-    """The newest version with failures since the onset, and its most frequent reason."""
+def _rollout_finding(
+    incident: Incident,
+    verdict: steps.RolloutVerdict,
+    recent: Loads,
+    target: str | None,
+    metric: str,
+) -> Finding:
+    """THE RULE of the shared rollout step, told in loads: the version's failures and successes."""
+    rollout = verdict.rollout
+    mine = recent.table[recent.table["model_version"] == rollout.version]
+    failed = mine[mine["result"] == "failure"]
+    total = int(failed["count"].sum())
+    loaded = recent.loaded_by(rollout.version)
+    where = f"on {steps.join(rollout.units)} from {rollout.at:%H:%M} UTC"
+    if not verdict.named:
+        steps.checked(incident, f"rollout of {rollout.version}: ruled out ({verdict.reason})")
+        return Finding(
+            severity="info",
+            title=f"{rollout.version} rolled out {where}, but the failed loads do not follow it: "
+            f"{verdict.reason}" + (f"; it loaded fine on {steps.join(loaded)}" if loaded else ""),
+            subject={"model_version": rollout.version},
+            metric=metric,
+        )
+    reasons = failed.groupby("reason")["count"].sum().sort_values(ascending=False)
+    reason = str(reasons.index[0]) if len(reasons) else ""
+    subject = {
+        "model_version": rollout.version,
+        "reason": reason,
+        "instance": list(verdict.with_moved),
+    }
+    took, moved = len(rollout.units), len(verdict.with_moved)
+    scope = (
+        f"{moved} of the {took} instances that took it"
+        if moved < took
+        else "every instance"
+        if verdict.everywhere
+        else "every instance that took it"
+    )
+    severity = THRESHOLDS.of(incident).severity(total, "failures")
+    steps.checked(incident, f"rollout of {rollout.version}: named ({verdict.reason})")
+    return Finding(
+        severity=steps.as_severe_as_symptom(incident, severity, subject),
+        title=f"{rollout.version} fails to load with {reason} on {scope} "
+        f"({steps.join(verdict.with_moved)}): {total} failed loads since it rolled out at "
+        f"{rollout.at:%H:%M} UTC, "
+        + (f"loaded only on {steps.join(loaded)}" if loaded else "loaded nowhere"),
+        detail=verdict.reason,
+        subject=subject,
+        metric=metric,
+        observed=float(total),
+        unit="loads",
+        cause="rollout",
+        recommendation=rollback_command(incident.service, recent.model(), target),
+    )
+
+
+def _suspect(loads: Loads, since: pd.Timestamp) -> str | None:
+    """The newest version with failures since the onset (not a rollback target)."""
     failed = loads.failures[loads.failures["last"] >= since]
-    if failed.empty:
-        return None, None
-    version = max(failed["model_version"], key=version_key)
-    reasons = failed[failed["model_version"] == version].groupby("reason")["count"].sum()
-    return str(version), str(reasons.idxmax())
+    return str(max(failed["model_version"], key=version_key)) if not failed.empty else None
 
 
 def _record_target(incident: Incident, window: Window, target: str | None, metric: str) -> None:

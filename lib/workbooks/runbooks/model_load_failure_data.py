@@ -10,10 +10,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pandas as pd
 
+from workbooks.core.findings import format_value
+
 KEYS = ["instance", "model", "model_version", "result", "reason"]
+
+
+@dataclass(frozen=True)
+class Now:
+    """The state at the end of the window."""
+
+    instances: tuple[str, ...]
+    not_ready: tuple[str, ...]
+    recent_failures: int
+    recent: timedelta
 
 
 @dataclass(frozen=True)
@@ -131,3 +144,35 @@ def median_since(frame: pd.DataFrame | None, since: pd.Timestamp, by: str) -> di
     recent = frame[pd.to_datetime(frame["timestamp"], utc=True) >= since]
     found = recent.dropna(subset=["value"]).groupby(by)["value"].median()
     return {str(k): float(v) for k, v in found.items() if math.isfinite(v)}
+
+
+def table_markdown(
+    loads: Loads, now: Now, limit_by: dict[str, float], rss: dict[str, float]
+) -> str:
+    """Instance x version load results (ok, failed by reason), with memory limit, memory now
+    and readiness, as a markdown table."""
+    versions = sorted(set(loads.table["model_version"]), key=version_key)
+    header = ["instance", "memory limit", "memory now", "ready now", *versions]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for instance in now.instances:
+        cells = [
+            f"`{instance}`",
+            format_value(limit_by[instance], "bytes") if instance in limit_by else "?",
+            format_value(rss[instance], "bytes") if instance in rss else "?",
+            "**no**" if instance in now.not_ready else "yes",
+            *(_cell(loads, instance, version) for version in versions),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _cell(loads: Loads, instance: str, version: str) -> str:
+    rows = loads.table[
+        (loads.table["instance"] == instance) & (loads.table["model_version"] == version)
+    ]
+    if rows.empty:
+        return "·"
+    ok = int(rows[rows["result"] == "success"]["count"].sum())
+    failed = rows[rows["result"] == "failure"]
+    pairs = zip(failed["reason"], failed["count"], strict=True)
+    return ", ".join([f"{ok} ok", *(f"**{n} {r}**" for r, n in pairs)])

@@ -21,7 +21,7 @@ import pandas as pd
 from workbooks.core.findings import Finding, Severity, format_value
 from workbooks.notebook.incident import Incident, QueryResult
 from workbooks.runbooks import steps
-from workbooks.runbooks.model_load_failure_data import Loads, median_since
+from workbooks.runbooks.model_load_failure_data import Loads, Now, median_since
 
 THRESHOLDS = steps.Thresholds(
     "model-load-failure",
@@ -42,16 +42,6 @@ THRESHOLDS = steps.Thresholds(
 RECENT_DURATIONS = timedelta(minutes=20)
 # Failure samples closer than this belong to one run; the onset is the start of the last run.
 RUN_GAP = pd.Timedelta(minutes=10)
-
-
-@dataclass(frozen=True)
-class Now:
-    """The state at the end of the window."""
-
-    instances: tuple[str, ...]
-    not_ready: tuple[str, ...]
-    recent_failures: int
-    recent: timedelta
 
 
 @dataclass(frozen=True)
@@ -122,7 +112,12 @@ def judge_durations(
         for v, r in sorted(ratios.items())
     )
     if not ratios:
-        title, severity = "Load durations: no version has a baseline to compare with", "info"
+        loading = steps.join(sorted(current)) or "none"
+        title = (
+            "Load durations: no version loading in the last 20 min has a baseline to compare "
+            f"with (loading: {loading})"
+        )
+        severity = "info"
     elif found.rose_everywhere:
         worst = min(ratios.values())
         severity = limits.severity(worst, "duration_ratio")
