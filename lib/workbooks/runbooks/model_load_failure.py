@@ -27,7 +27,6 @@ from workbooks.runbooks.model_load_failure_data import (
     last_values,
     rollback_target,
     table_markdown,
-    version_key,
 )
 from workbooks.runbooks.model_load_failure_patterns import (
     THRESHOLDS,
@@ -208,8 +207,6 @@ def what_changed(
         i: float(recent.failures[recent.failures["instance"] == i]["count"].sum())
         for i in window.now.instances
     }
-    suspect = _suspect(window.loads, since)
-    target = rollback_target(window.loads, window.baseline, exclude={suspect} if suspect else set())
     found = steps.rollouts(attempted_versions(loads.current))
     verdicts = [
         steps.judge_rollout(
@@ -217,6 +214,8 @@ def what_changed(
         )
         for rollout in found
     ]
+    named = {verdict.rollout.version for verdict in verdicts if verdict.named}
+    target = rollback_target(window.loads, window.baseline, exclude=named)
     for verdict in verdicts:
         incident.record(_rollout_finding(incident, verdict, recent, target, loads.name))
     if not found:
@@ -229,7 +228,7 @@ def what_changed(
                 metric=loads.name,
             )
         )
-    _record_target(incident, window, target, loads.name)
+    _record_target(incident, window, target, rolled=bool(found), metric=loads.name)
     return verdicts
 
 
@@ -289,22 +288,26 @@ def _rollout_finding(
     )
 
 
-def _suspect(loads: Loads, since: pd.Timestamp) -> str | None:
-    """The newest version with failures since the onset (not a rollback target)."""
-    failed = loads.failures[loads.failures["last"] >= since]
-    return str(max(failed["model_version"], key=version_key)) if not failed.empty else None
-
-
-def _record_target(incident: Incident, window: Window, target: str | None, metric: str) -> None:
+def _record_target(
+    incident: Incident, window: Window, target: str | None, *, rolled: bool, metric: str
+) -> None:
     model = window.loads.model()
     count = len(window.now.instances)
-    title = (
-        f"Rollback target: {model} {target}, the last version that loaded on every instance "
-        f"({count} of {count})"
-        if target
-        else "No version loaded on every instance in the window or its baseline: widen the "
-        "window (lookback='12h') to find a rollback target"
-    )
+    if target is None:
+        title = (
+            "No version loaded on every instance in the window or its baseline: widen the "
+            "window (lookback='12h') to find a rollback target"
+        )
+    elif not rolled:
+        title = (
+            f"No rollback to make: no version rolled out in the window; {model} {target}, the "
+            f"version running, is the last that loaded on every instance ({count} of {count})"
+        )
+    else:
+        title = (
+            f"Rollback target: {model} {target}, the last version that loaded on every "
+            f"instance ({count} of {count})"
+        )
     steps.checked(incident, f"rollback target: {target or 'none found'}")
     incident.record(
         Finding(

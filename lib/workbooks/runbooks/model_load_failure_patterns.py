@@ -228,11 +228,26 @@ def _stuck(
     versions = sorted(rows["model_version"].unique())
     total = int(rows["count"].sum())
     since = rows["first"].min()
-    fine = sorted(set().union(*(loads.loaded_by(v, since=since) for v in versions)) - set(pods))
-    if not fine and set(pods) >= set().union(*(loads.tried(v) for v in versions)):
+    loaded = set().union(*(loads.loaded_by(v, since=since) for v in versions))
+    fine = sorted(loaded - set(pods))
+    if not loaded and set(pods) >= set().union(*(loads.tried(v) for v in versions)):
         return _version(incident, reason, rows, versions, pods, total)
     subject = {"instance": pods, "reason": reason}
     where = f"{total} loads failed with {reason} on {steps.join(pods)} since {since:%H:%M} UTC"
+    if not fine and set(pods) >= set(loads.instances()):
+        # Every instance fails now and then and loads in between, at the usual speed: neither
+        # one instance nor a version nor (durations unchanged) clearly the store.
+        steps.checked(incident, f"{reason}: on and off on every instance, durations as usual")
+        return Finding(
+            severity="warning",
+            title=f"Loads fail on and off on every instance: {where}, and succeed in between "
+            "at the usual speed",
+            subject=subject,
+            observed=float(total),
+            unit="loads",
+            recommendation=f"Read a load log for the {reason} (`kubectl logs {pods[0]}`) and "
+            "check the model store's error rate.",
+        )
     elsewhere = f", while {steps.join(fine)} loaded {steps.join(versions)} fine" if fine else ""
     if reason == "oom":
         return _oom(incident, rows, pods, fine, versions, where + elsewhere, limit_by)
