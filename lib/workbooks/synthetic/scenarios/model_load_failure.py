@@ -50,7 +50,6 @@ def _loads_total(fleet: Fleet) -> list[Group]:
     for instance in INSTANCES:
         loads, _ = sim.history(fleet, instance)
         kinds = sorted({(load.version, load.reason) for load in loads})
-        series = {}
         for version, reason in kinds:
             moments = [
                 load.at for load in loads if (load.version, load.reason) == (version, reason)
@@ -62,9 +61,18 @@ def _loads_total(fleet: Fleet) -> list[Group]:
                 result="failure" if reason else "success",
                 reason=reason,
             )
-            series[f"model_load_total{{{labels}}}"] = ints(sim.count_until(times, moments))
-        groups.append(fleet.group(series))
+            values = ints(sim.count_until(times, moments))
+            groups.append(
+                fleet.group({f"model_load_total{{{labels}}}": values}, _from(fleet, moments))
+            )
     return groups
+
+
+def _from(fleet: Fleet, moments: list[float]) -> np.ndarray:
+    """A series exists from the sample before its first event (at 0 there, as a client library
+    creates a labelled counter on first use and Prometheus needs the 0 to see the first rise)."""
+    first = int(np.searchsorted(fleet.grid.times, min(moments), side="left")) - 1
+    return np.arange(fleet.grid.times.size) >= max(first, 0)
 
 
 def _durations(fleet: Fleet) -> list[Group]:
@@ -92,7 +100,7 @@ def _durations(fleet: Fleet) -> list[Group]:
         series[f"model_load_duration_seconds_sum{{{labels}}}"] = fixed(
             total[np.searchsorted(done[order], times, side="right")], 3
         )
-        groups.append(fleet.group(series))
+        groups.append(fleet.group(series, _from(fleet, list(done))))
     return groups
 
 
@@ -165,7 +173,7 @@ def _bad_version(fleet: Fleet) -> None:
     version, pods = s.affected["model_version"], s.affected["instance"].split(",")
     sim.plan_of(fleet).broken[version] = s.affected["reason"]
     for number, pod in enumerate(pods):
-        fleet.roll_out([pod], version, minutes_from_onset=float(number), restart=True)
+        fleet.roll_out([pod], version, minutes_from_onset=0.5 + number, restart=True)
 
 
 def _small_limit(fleet: Fleet) -> None:
@@ -175,7 +183,7 @@ def _small_limit(fleet: Fleet) -> None:
     s = fleet.scenario
     plan = sim.plan_of(fleet)
     for pod in s.affected["instance"].split(","):
-        plan.limits[pod] = (_minutes(fleet, 0.0), s.magnitude)
+        plan.limits[pod] = (_minutes(fleet, 0.5), s.magnitude)
     noisy = s.affected["noisy"]
     plan.glitches.append((noisy, _minutes(fleet, -50.0), _minutes(fleet, -8.0), "timeout"))
     plan.retry_seconds[noisy] = 20.0
@@ -187,7 +195,7 @@ def _small_limit_then_rollout(fleet: Fleet) -> None:
     s = fleet.scenario
     plan = sim.plan_of(fleet)
     for pod in s.affected["instance"].split(","):
-        plan.limits[pod] = (_minutes(fleet, 0.0), s.magnitude)
+        plan.limits[pod] = (_minutes(fleet, 0.5), s.magnitude)
     fleet.roll_out(INSTANCES, s.affected["model_version"], minutes_from_onset=6.0, restart=True)
 
 
@@ -202,7 +210,7 @@ def _slow_store(fleet: Fleet) -> None:
 def _glitch(fleet: Fleet) -> None:
     # One failed load (the registry briefly answered 404), retried and loaded.
     s = fleet.scenario
-    start = _minutes(fleet, 0.0)
+    start = _minutes(fleet, 0.5)
     sim.plan_of(fleet).glitches.append((s.affected["instance"], start, start + 600.0, "not_found"))
     sim.plan_of(fleet).retry_seconds[s.affected["instance"]] = 600.0
 
@@ -240,6 +248,7 @@ CAUSES = (
         magnitude=20.0,
         plant=_slow_store,
     ),
+    Cause(name="none", summary="nothing changed", affected={}, magnitude=0.0, plant=lambda _: None),
     Cause(
         name="glitch",
         summary="one transient failed load, retried",
