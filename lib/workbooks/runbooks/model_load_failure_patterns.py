@@ -279,7 +279,8 @@ def _oom(
     total = int(rows["count"].sum())
     if small and roomy and max(small) < min(roomy):
         limit = (
-            f": their memory limit is {format_value(max(small), 'bytes')}, against "
+            f": {'its' if len(pods) == 1 else 'their'} memory limit is "
+            f"{format_value(max(small), 'bytes')}, against "
             f"{format_value(min(roomy), 'bytes')} where it loads"
         )
         need = f"{math.ceil(min(roomy) / 2**30)}Gi"

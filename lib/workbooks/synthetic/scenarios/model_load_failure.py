@@ -304,5 +304,21 @@ CASES = (
         seed=35,
         expect={"reason": "timeout"},
     ),
+    Case(
+        id="load-oom-one",
+        cause="small_limit",
+        seed=37,
+        magnitude=13.0,
+        affected={"instance": "api-1", "noisy": "api-2"},
+        expect={"instance": "api-1", "reason": "oom"},
+        not_named={"instance": "api-2"},
+    ),
+    Case(
+        id="load-slow-store-mild",
+        cause="slow_store",
+        seed=38,
+        magnitude=16.0,
+        expect={"reason": "timeout"},
+    ),
     Case(id="load-quiet", cause="glitch", seed=36, expect={}),
 )
