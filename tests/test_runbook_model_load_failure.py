@@ -113,7 +113,7 @@ def _run(
     loads = _result("model_load_failure_loads", _rates(events), baseline, "per_second")
     ready = _per_instance({i: 0.0 if i in not_ready else 1.0 for i in INSTANCES}, "ready", "")
     window = mlf.still_happening(incident, loads, ready)
-    mlf.rollouts_seen(incident, loads)
+    mlf.rollouts_seen(incident, loads, _result("builds", pd.DataFrame(), None, "count"))
     limit_by = mlf.load_table(
         incident,
         window,

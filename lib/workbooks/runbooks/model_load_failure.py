@@ -130,17 +130,26 @@ def _first_move(severity: str, not_ready: list[str], instances: list[str]) -> st
     )
 
 
-def rollouts_seen(incident: Incident, loads: QueryResult) -> None:
-    """Section 2: did a version roll out just before? The versions first loaded in the window."""
-    found = steps.rollouts(attempted_versions(loads.current))
-    if not found:
-        incident.markdown("**Rollouts:** no model version was rolled out in the window.")
+def rollouts_seen(incident: Incident, loads: QueryResult, builds: QueryResult) -> None:
+    """Section 2: did a model version or a service build roll out just before?
+
+    Model versions come from the load attempts (a version that never loads never shows in
+    model_info); builds from build_info, since a new server runtime can refuse a model too.
+    """
+    changed = [(r, "model") for r in steps.rollouts(attempted_versions(loads.current))] + [
+        (r, "build") for r in steps.rollouts(builds.current, label="version")
+    ]
+    if not changed:
+        steps.checked(incident, "rollouts: no model version or service build changed")
+        incident.markdown("**Rollouts:** no model version or service build changed in the window.")
         return
     lines = [
-        f"- `{r.version}` from {r.at:%H:%M} UTC on {steps.join(r.units)}"
-        for r in sorted(found, key=lambda r: r.at)
+        f"- {kind} `{r.version}` from {r.at:%H:%M} UTC on {steps.join(r.units)}"
+        for r, kind in sorted(changed, key=lambda pair: pair[0].at)
     ]
-    incident.markdown("**Rollouts in the window** (judged in 3.3):\n\n" + "\n".join(lines))
+    incident.markdown(
+        "**Rollouts in the window** (model versions judged in 3.3):\n\n" + "\n".join(lines)
+    )
 
 
 def results_chart(incident: Incident, loads: QueryResult, window: Window) -> None:

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from workbooks.synthetic.scenarios import model_load_failure_sim as sim
+from workbooks.synthetic.scenarios.families import BUILD_INFO
 from workbooks.synthetic.scenarios.fleet import (
     GIB,
     INSTANCES,
@@ -153,6 +154,7 @@ def _memory_limit(fleet: Fleet) -> list[Group]:
 
 
 FAMILIES = (
+    BUILD_INFO,
     Family("model_load", "counter", "Model loads by version, result and reason.", _loads_total),
     Family("model_load_duration_seconds", "histogram", "Model load duration.", _durations),
     Family("model_ready", "gauge", "1 while the model is loaded and serving.", _ready),
