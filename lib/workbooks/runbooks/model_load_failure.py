@@ -44,6 +44,7 @@ __all__ = [
     "load_table",
     "resolution",
     "results_chart",
+    "rollouts_seen",
     "still_happening",
     "what_changed",
 ]
