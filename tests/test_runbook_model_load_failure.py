@@ -97,7 +97,7 @@ def _durations(ratios: dict[str, float]) -> QueryResult:
             later = ratio if t >= ONSET else 1.0
             rows.append({"timestamp": t, "model_version": version, "value": 8.0 * later})
             before.append({"timestamp": t, "model_version": version, "value": 8.0})
-    return _result("model_load_failure_duration", pd.DataFrame(rows), pd.DataFrame(before), "s")
+    return _result("model_load_failure_duration_p50", pd.DataFrame(rows), pd.DataFrame(before), "s")
 
 
 def _run(
