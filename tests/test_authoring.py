@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKBOOK = Path(sys.executable).parent / "workbook"
 DOC = ROOT / "docs" / "writing-a-runbook.md"
 OUTLINE = RunbookOutline(
-    runbook="high-cpu",
-    title="High CPU",
-    alerts=("HighCPU", "CPUThrottling"),
+    runbook="gpu-saturation",
+    title="GPU saturation",
+    alerts=("GPUSaturated", "GPUThrottled"),
     group="infrastructure",
     summary="CPU per instance against its baseline; the instance, route or rollout responsible.",
 )
@@ -73,13 +73,13 @@ def new_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         project,
         str(WORKBOOK),
         "new",
-        "high-cpu",
+        "gpu-saturation",
         "--group",
         "infrastructure",
         "--alerts",
-        "HighCPU,CPUThrottling",
+        "GPUSaturated,GPUThrottled",
         "--title",
-        "High CPU",
+        "GPU saturation",
     )
     assert result.returncode == 0, result.stderr
     return project, result.stdout
@@ -88,17 +88,17 @@ def new_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_new_writes_the_four_files_and_says_what_next(new_project: tuple[Path, str]) -> None:
     project, output = new_project
     written = [
-        project / "notebooks" / "high-cpu.ipynb",
-        project / "lib" / "workbooks" / "runbooks" / "high_cpu.py",
-        project / "lib" / "workbooks" / "notebook" / "queries" / "high-cpu.yaml",
-        project / "lib" / "workbooks" / "synthetic" / "scenarios" / "high_cpu.py",
+        project / "notebooks" / "gpu-saturation.ipynb",
+        project / "lib" / "workbooks" / "runbooks" / "gpu_saturation.py",
+        project / "lib" / "workbooks" / "notebook" / "queries" / "gpu-saturation.yaml",
+        project / "lib" / "workbooks" / "synthetic" / "scenarios" / "gpu_saturation.py",
     ]
     for path in written:
         assert path.is_file(), path
         assert str(path) in output
-    assert "workbook lint notebooks/high-cpu.ipynb" in output
-    assert "workbook test high-cpu" in output
-    assert "scripts/record-demo high-cpu" in output
+    assert "workbook lint notebooks/gpu-saturation.ipynb" in output
+    assert "workbook test gpu-saturation" in output
+    assert "scripts/record-demo gpu-saturation" in output
 
 
 def test_the_new_runbook_routes_and_its_queries_load(new_project: tuple[Path, str]) -> None:
@@ -115,14 +115,14 @@ def test_the_new_runbook_routes_and_its_queries_load(new_project: tuple[Path, st
     listed = run_in(project, str(WORKBOOK), "runbooks", "--json")
     assert listed.returncode == 0, listed.stderr
     runbooks = {row["id"]: row for row in json.loads(listed.stdout)}
-    assert runbooks["high-cpu"]["alerts"] == ["HighCPU", "CPUThrottling"]
-    assert runbooks["high-cpu"]["group"] == "infrastructure"
+    assert runbooks["gpu-saturation"]["alerts"] == ["GPUSaturated", "GPUThrottled"]
+    assert runbooks["gpu-saturation"]["group"] == "infrastructure"
 
 
 def test_the_new_module_imports_on_the_shared_steps(new_project: tuple[Path, str]) -> None:
     project, _ = new_project
     check = (
-        "import json, workbooks.runbooks.high_cpu as steps\n"
+        "import json, workbooks.runbooks.gpu_saturation as steps\n"
         "print(json.dumps([steps.__file__, steps.QUIET, sorted(steps.THRESHOLDS.defaults),"
         " [callable(getattr(steps, name)) for name in"
         " ('still_happening', 'breakdown', 'what_changed', 'resolution')]]))"
@@ -130,7 +130,7 @@ def test_the_new_module_imports_on_the_shared_steps(new_project: tuple[Path, str
     result = run_in(project, sys.executable, "-c", check)
     assert result.returncode == 0, result.stderr
     module_file, quiet, thresholds, callables = json.loads(result.stdout)
-    assert module_file == str(project / "lib" / "workbooks" / "runbooks" / "high_cpu.py")
+    assert module_file == str(project / "lib" / "workbooks" / "runbooks" / "gpu_saturation.py")
     assert quiet.startswith("A quiet run")
     assert "change_ratio_critical" in thresholds
     assert all(callables)
@@ -138,7 +138,8 @@ def test_the_new_module_imports_on_the_shared_steps(new_project: tuple[Path, str
 
 def test_the_new_scenario_module_imports(new_project: tuple[Path, str]) -> None:
     project, _ = new_project
-    result = run_in(project, sys.executable, "-c", "import workbooks.synthetic.scenarios.high_cpu")
+    module = "workbooks.synthetic.scenarios.gpu_saturation"
+    result = run_in(project, sys.executable, "-c", f"import {module}")
     assert result.returncode == 0, result.stderr
 
 
@@ -152,10 +153,10 @@ def test_a_new_runbook_with_its_blanks_filled_passes_lint_and_test(
     if not prometheus_available():
         pytest.skip("needs Debian's prometheus and promtool (make system-deps)")
     project, _ = new_project
-    scenario = project / "lib" / "workbooks" / "synthetic" / "scenarios" / "high_cpu.py"
+    scenario = project / "lib" / "workbooks" / "synthetic" / "scenarios" / "gpu_saturation.py"
     metric = re.search(r'^METRIC = "([a-z_]+)"', scenario.read_text(), re.M)
     assert metric, "the drafted scenario names the metric it writes"
-    queries = project / "lib" / "workbooks" / "notebook" / "queries" / "high-cpu.yaml"
+    queries = project / "lib" / "workbooks" / "notebook" / "queries" / "gpu-saturation.yaml"
     names = list(yaml.safe_load(queries.read_text()))
     queries.write_text(
         f"{names[0]}:\n  title: level\n  unit: count\n"
@@ -163,9 +164,10 @@ def test_a_new_runbook_with_its_blanks_filled_passes_lint_and_test(
         f"{names[1]}:\n  title: level by instance\n  unit: count\n"
         f'  query: topk(10, max by (instance) ({metric.group(1)}{{service="{{service}}"}}))\n'
     )
-    linted = run_in(project, str(WORKBOOK), "lint", str(project / "notebooks" / "high-cpu.ipynb"))
+    notebook = project / "notebooks" / "gpu-saturation.ipynb"
+    linted = run_in(project, str(WORKBOOK), "lint", str(notebook))
     assert linted.returncode == 0, linted.stdout + linted.stderr
-    tested = run_in(project, str(WORKBOOK), "test", "high-cpu", "--json", timeout=300)
+    tested = run_in(project, str(WORKBOOK), "test", "gpu-saturation", "--json", timeout=300)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     results = json.loads(tested.stdout)
     assert len(results) >= 2 and all(case["passed"] for case in results), results
@@ -174,8 +176,8 @@ def test_a_new_runbook_with_its_blanks_filled_passes_lint_and_test(
 def test_the_new_files_are_ruff_clean(new_project: tuple[Path, str]) -> None:
     project, _ = new_project
     files = [
-        str(project / "lib" / "workbooks" / "runbooks" / "high_cpu.py"),
-        str(project / "lib" / "workbooks" / "synthetic" / "scenarios" / "high_cpu.py"),
+        str(project / "lib" / "workbooks" / "runbooks" / "gpu_saturation.py"),
+        str(project / "lib" / "workbooks" / "synthetic" / "scenarios" / "gpu_saturation.py"),
     ]
     ruff = str(Path(sys.executable).parent / "ruff")
     config = str(ROOT / "pyproject.toml")
@@ -191,17 +193,17 @@ def test_the_new_notebook_passes_lint(new_project: tuple[Path, str]) -> None:
     result = run_in(project, str(WORKBOOK), "lint", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    assert str(project / "notebooks" / "high-cpu.ipynb") in report["notebooks"]
+    assert str(project / "notebooks" / "gpu-saturation.ipynb") in report["notebooks"]
     assert report["errors"] == []
 
 
 def test_new_refuses_to_overwrite_and_writes_nothing(new_project: tuple[Path, str]) -> None:
     project, _ = new_project
-    notebook = project / "notebooks" / "high-cpu.ipynb"
+    notebook = project / "notebooks" / "gpu-saturation.ipynb"
     before = notebook.read_bytes()
 
     result = run_in(
-        project, str(WORKBOOK), "new", "high-cpu", "--group", "service", "--alerts", "Other"
+        project, str(WORKBOOK), "new", "gpu-saturation", "--group", "service", "--alerts", "Other"
     )
 
     assert result.returncode == 2
@@ -215,7 +217,7 @@ def test_new_refuses_to_overwrite_and_writes_nothing(new_project: tuple[Path, st
         pytest.param({"runbook": "High_CPU"}, "lower-case words", id="bad-id"),
         pytest.param({"group": "backend"}, "group 'backend' must be one of", id="bad-group"),
         pytest.param({"alerts": ()}, "at least one alertname", id="no-alerts"),
-        pytest.param({"alerts": ("High CPU",)}, "not Prometheus alertnames", id="bad-alert"),
+        pytest.param({"alerts": ("GPU saturation",)}, "not Prometheus alertnames", id="bad-alert"),
         pytest.param({"alerts": ("HighLatency",)}, "handled by runbook 'high-latency'", id="taken"),
     ],
 )
@@ -235,7 +237,7 @@ def test_new_refuses_a_bad_outline_before_writing(
 # --- workbook lint: a good notebook, then one broken rule at a time -------------------------
 
 
-def write_notebook(folder: Path, notebook: Any, name: str = "high-cpu") -> Path:
+def write_notebook(folder: Path, notebook: Any, name: str = "gpu-saturation") -> Path:
     path = folder / f"{name}.ipynb"
     nbformat.write(nbformat.from_dict(notebook), path)
     return path
@@ -344,10 +346,10 @@ def _markdown_at(starts_with: str, extra: str) -> Callable[[Any], int]:
 
 VIOLATIONS = [
     pytest.param(_drop_metadata, "metadata", "metadata.workbooks is missing", id="no-metadata"),
-    pytest.param(_set_meta(runbook="high-cpus"), "metadata", "not the file name", id="id"),
+    pytest.param(_set_meta(runbook="gpu-saturations"), "metadata", "not the file name", id="id"),
     pytest.param(_set_meta(title=""), "metadata", "title is missing", id="title"),
     pytest.param(_set_meta(alerts=[]), "metadata", "alerts must be a non-empty", id="alerts"),
-    pytest.param(_set_meta(alerts="HighCPU"), "metadata", "alerts must be", id="alerts-str"),
+    pytest.param(_set_meta(alerts="GPUSaturated"), "metadata", "alerts must be", id="alerts-str"),
     pytest.param(_set_meta(group="backend"), "metadata", "group 'backend'", id="group"),
     pytest.param(_set_meta(summary=None), "metadata", "summary is missing", id="summary"),
     pytest.param(_untag_parameters, "parameters", "no cell is tagged", id="untagged"),
@@ -486,7 +488,8 @@ def test_lint_cli_exits_1_and_names_the_cell(tmp_path: Path) -> None:
     cell_id = notebook["cells"][index]["id"]
     assert f"{path}: cell {index} (id {cell_id}): [outputs]" in result.stdout
     # The draft's queries are not in the project's catalog either: named, with the file to add to.
-    assert "high_cpu_level" in result.stdout and "queries/high-cpu.yaml" in result.stdout
+    assert "gpu_saturation_level" in result.stdout
+    assert "queries/gpu-saturation.yaml" in result.stdout
     assert "2 notebook(s) checked" in result.stdout
     assert not any(line.startswith(str(clean)) for line in result.stdout.splitlines())
 
@@ -513,4 +516,4 @@ def test_the_guide_commands_run_as_shown(tmp_path: Path) -> None:
         command = shlex.split(line.split("  #")[0])
         result = run_in(project, str(WORKBOOK), *command[1:])
         assert result.returncode == 0, (line, result.stdout, result.stderr)
-    assert (project / "notebooks" / "high-cpu.ipynb").is_file()
+    assert (project / "notebooks" / f"{runbook}.ipynb").is_file()
