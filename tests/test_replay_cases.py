@@ -33,7 +33,10 @@ def test_every_case_is_recorded_with_its_alert_and_a_small_evidence_folder() -> 
         manifest = json.loads((folder / "evidence" / "manifest.json").read_text())
         assert manifest["entries"] and case.id in manifest["source"]
         size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-        assert size < 300_000, f"{case.id} evidence is {size} bytes"
+        # The whole artifact of a 2-hour run, evidence included, stays under 1 MB; a case's
+        # evidence (the mobile runbooks' version x backend x device breakdowns are the largest,
+        # about 450 KB) under half of that.
+        assert size < 512_000, f"{case.id} evidence is {size} bytes"
 
 
 @pytest.mark.slow

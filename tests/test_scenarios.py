@@ -106,8 +106,14 @@ def test_counters_only_grow_except_at_a_restart(runbook: str, cause: str) -> Non
             continue
         checked += 1
         drops = [t for (_, a), (t, b) in itertools.pairwise(samples) if b < a]
-        restarted = [at for i, at in restarts.items() if f'instance="{i}"' in name]
-        assert drops == [int(at) for at in restarted], name
+        # A counter drops only where its instance restarted. The fleet's own request counters
+        # reset there every time; a runbook's own counter may belong to a part that survived
+        # (model-load-failure's loads are counted by the server, not by the model worker).
+        last = samples[-1][0]
+        restarted = [int(at) for i, at in restarts.items() if f'instance="{i}"' in name]
+        assert set(drops) <= set(restarted), name
+        if metric == "http_requests_total":
+            assert drops == [at for at in restarted if at <= last], name
     if not checked:  # filesystem gauges only (low-disk-space): nothing to check
         pytest.skip(f"{runbook} writes no counters")
 

@@ -60,6 +60,8 @@ DEMO_WINDOW = Window(
     datetime(2026, 11, 20, 12, 10, tzinfo=UTC), datetime(2026, 11, 20, 14, 45, tzinfo=UTC)
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 # --- choose_step ------------------------------------------------------------------------------
 
@@ -721,7 +723,7 @@ def test_every_shipped_runbook_has_demo_evidence(runbook: str) -> None:
 
 def test_demo_for_a_runbook_without_evidence_is_missing_evidence() -> None:
     with pytest.raises(EvidenceMissingError, match="holds no evidence"):
-        open_source("demo", runbook="service-down", settings=PrometheusSettings())
+        open_source("demo", runbook="no-such-runbook", settings=PrometheusSettings())
 
 
 def test_a_url_or_prometheus_opens_a_live_source_without_connecting() -> None:
@@ -783,7 +785,9 @@ def test_archived_source_is_the_saved_evidence_or_the_demo(tmp_path: Path) -> No
 def test_the_demo_folder_is_found_in_one_place() -> None:
     from workbooks.core.paths import bundled_demos, demo_dir
 
-    assert bundled_demos() == ["accuracy-drop", "high-latency", "high-memory"]
+    # Every runbook ships its demo.
+    shipped = sorted(path.stem for path in (ROOT / "notebooks").glob("*.ipynb"))
+    assert bundled_demos() == shipped
     assert demo_evidence_dir("high-memory") == demo_dir("high-memory") / "evidence"
     assert (demo_dir("high-latency") / "alert.json").is_file()
     assert demo_dir().name == "demo" and demo_dir("x").parent == demo_dir()
