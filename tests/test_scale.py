@@ -6,7 +6,7 @@ and five groups grow a new firing alert later). One worker is SIGKILLed while it
 group: the other takes the run over and archives it once. Two archives:
 
 - an S3-compatible server (moto) on loopback with the index and ledger on PostgreSQL, so the
-  processes share no folder: the setup for several hosts (needs scale-db's PostgreSQL backend);
+  processes share no folder: the setup for several hosts;
 - a local archive folder, which the processes share: roles on one machine.
 """
 
@@ -26,7 +26,7 @@ from s3server import ACCESS_KEY, SECRET_KEY, S3Server, s3_server
 from scale_fleet import Fleet, delivery, wait_until
 from test_service import redis_url  # noqa: F401  (the fixture: a real redis-server)
 from workbooks.archive.store import Archive
-from workbooks.core.config import ArchiveStorage, Config
+from workbooks.core.config import ArchiveStorage
 
 pytestmark = pytest.mark.slow
 
@@ -117,16 +117,6 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
-def _postgres_backend() -> bool:
-    return "database" in Config.model_fields  # scale-db's part of issue 13
-
-
-@pytest.mark.xfail(
-    not _postgres_backend(),
-    reason="needs scale-db: the shared index and ledger on PostgreSQL (WORKBOOKS_DATABASE_URL)",
-    strict=False,
-    run=False,
-)
 def test_workers_that_share_no_folder_share_redis_postgres_and_the_bucket(
     tmp_path: Path,
     redis_url: str,  # noqa: F811
