@@ -22,9 +22,10 @@ from urllib.parse import unquote, urlsplit
 
 from workbooks.core.alert import Alert, AlertGroup
 from workbooks.core.config import Config, RoutingRule, parse_duration
+from workbooks.core.contacts import RUNBOOK_GROUPS
 from workbooks.core.errors import ConfigError, UnknownRunbookError
 
-GROUPS = ("service", "model", "infrastructure", "security", "mobile")
+GROUPS = RUNBOOK_GROUPS  # a notebook's metadata.workbooks.group is one of these
 
 
 @dataclass(frozen=True, kw_only=True)
