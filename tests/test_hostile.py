@@ -92,6 +92,25 @@ def accepting(tmp_path: Path) -> Iterator[ServiceThread]:
         yield running
 
 
+def commit_run(archive: Archive, staging: Path, **changes: Any) -> RunRecord:
+    """A succeeded run of tiny-latency, committed from ``staging`` as planted by a test."""
+    moment = datetime(2026, 11, 28, 14, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "incident_id": "20261128T1400Z-x-00000000",
+        "runbook": "tiny-latency",
+        "runbook_hash": "h",
+        "status": "succeeded",
+        "started_at": moment,
+        "finished_at": moment,
+        "duration_seconds": 1.0,
+        "source": "demo",
+        "alert_name": "HighLatency",
+        "severity": "warning",
+        "alert_status": "firing",
+    }
+    return archive.commit(staging, RunRecord(**{**fields, **changes}), [])
+
+
 def read(running: ServiceThread, path: str, **params: str) -> requests.Response:
     headers = {"Authorization": f"Bearer {READER}"}
     return requests.get(f"{running.url}{path}", params=params, headers=headers, timeout=30)
@@ -118,23 +137,13 @@ def test_a_record_the_pages_cannot_show_is_left_out_not_a_500(
 ) -> None:
     archive = accepting.service.archive
     for name, starts in (("good", datetime(2026, 11, 28, tzinfo=UTC)), ("old", None)):
-        staging = archive.stage()
-        moment = datetime(2026, 11, 28, 14, tzinfo=UTC)
-        record = RunRecord(
+        commit_run(
+            archive,
+            archive.stage(),
             incident_id=f"20261128T1400Z-{name}-00000000",
-            runbook="tiny-latency",
-            runbook_hash="h",
-            status="succeeded",
-            started_at=moment,
-            finished_at=moment,
-            duration_seconds=1.0,
-            source="demo",
             alert_name=name,
-            severity="warning",
-            alert_status="firing",
             alert_starts_at=starts or datetime(2, 1, 1, tzinfo=UTC),
         )
-        archive.commit(staging, record, [])
     # What the index held before the fix: a start time that is no fixed-width time at all.
     with sqlite3.connect(archive.index_path) as connection:
         connection.execute(
@@ -242,24 +251,7 @@ def test_the_pages_need_a_reader_and_reading_writes_nothing(accepting: ServiceTh
     archive = accepting.service.archive
     staging = archive.stage()
     (staging / "workbook.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook()))
-    moment = datetime(2026, 11, 28, 14, tzinfo=UTC)
-    run = archive.commit(
-        staging,
-        RunRecord(
-            incident_id="20261128T1400Z-x-00000000",
-            runbook="tiny-latency",
-            runbook_hash="h",
-            status="succeeded",
-            started_at=moment,
-            finished_at=moment,
-            duration_seconds=1.0,
-            source="demo",
-            alert_name="HighLatency",
-            severity="warning",
-            alert_status="firing",
-        ),
-        [],
-    )
+    run = commit_run(archive, staging)
     pages = ["/", f"/incidents/{run.incident_id}", f"/runs/{run.run_id}/report"]
     pages += [f"/runs/{run.run_id}/workbook.ipynb", f"/runs/{run.run_id}/evidence/"]
     for path in pages:
@@ -486,24 +478,7 @@ def test_no_file_route_follows_a_link(accepting: ServiceThread) -> None:
     (staging / "workbook.ipynb").symlink_to("/etc/passwd")
     (staging / "report.html").symlink_to("/etc/passwd")
     (staging / "evidence").symlink_to("/etc")
-    moment = datetime(2026, 11, 28, 14, tzinfo=UTC)
-    run = archive.commit(
-        staging,
-        RunRecord(
-            incident_id="20261128T1400Z-x-00000000",
-            runbook="tiny-latency",
-            runbook_hash="h",
-            status="succeeded",
-            started_at=moment,
-            finished_at=moment,
-            duration_seconds=1.0,
-            source="demo",
-            alert_name="HighLatency",
-            severity="warning",
-            alert_status="firing",
-        ),
-        [],
-    )
+    run = commit_run(archive, staging)
     notebook = read(accepting, f"/runs/{run.run_id}/workbook.ipynb")
     assert notebook.status_code == 404 and "root:" not in notebook.text
     report = read(accepting, f"/runs/{run.run_id}/report")
