@@ -123,7 +123,7 @@ def test_many_noisy_series_still_make_a_modest_png():
     noisy = long_frame({f"/v1/route-{i}": rng.random(120) for i in range(10)})
     png = to_png(timeseries(noisy, title="requests by route", unit="req/s", alert_start=ALERT))
     assert png_size(png) == (900, 350)
-    assert len(png) < 120_000  # stored with a palette past 100 kB
+    assert len(png) < 120_000  # stored with a palette
 
 
 def test_timeseries_of_one_series_with_a_naive_alert_time():
