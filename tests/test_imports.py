@@ -97,3 +97,24 @@ def test_a_demo_run_from_the_shell_starts_its_kernel_warm(demo_archive: tuple[Pa
     ]
     assert len(charts) >= 5
     assert list((folder / "evidence").iterdir())
+
+
+def test_the_process_that_runs_a_workbook_leaves_pandas_to_the_kernel(tmp_path: Path) -> None:
+    """`workbook demo` (like run, replay and the service) only chooses the source and drives
+    papermill: pandas, numpy and matplotlib load in the kernel, where the cells need them, not
+    in the calling process too, where they would compete with the kernel's start (issue 12)."""
+    loaded = _modules_after_cli("demo", "high-memory", archive=tmp_path / "archive")
+    assert "workbooks.running.runner" in loaded
+    assert not {name.split(".")[0] for name in loaded} & {"pandas", "matplotlib", "numpy"}
+    assert "pyarrow" not in loaded and "boto3" not in loaded  # papermill's hdfs:// and s3://
+
+
+def test_papermill_is_spared_pyarrow_but_nothing_else_is() -> None:
+    """Only papermill's own import of pyarrow.fs and boto3 is refused: parquet evidence, read
+    and written in the same process afterwards, imports pyarrow as usual."""
+    loaded = _modules_after(
+        "import workbooks.running.runner, papermill.iorw\n"
+        "assert 'pyarrow' not in sys.modules\n"
+        "import pyarrow.parquet, pyarrow.fs, boto3"
+    )
+    assert {"pyarrow.parquet", "pyarrow.fs", "boto3", "papermill.iorw"} <= loaded

@@ -8,6 +8,7 @@ package is cheap: pandas and matplotlib load only when an incident is opened.
 from __future__ import annotations
 
 import sys
+from importlib.abc import MetaPathFinder
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,38 @@ from workbooks.core.errors import (
 # jsonschema is left to skip that optional checker, as it does when the package is absent.
 # Upstream: https://github.com/python-jsonschema/jsonschema/issues/1428
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
+class _PapermillWithoutRemoteStores(MetaPathFinder):
+    """papermill.iorw imports pyarrow.fs (for hdfs:// notebooks) and papermill.s3 (boto3) when
+    they are installed: about 0.2 s of every process that runs a notebook, competing with the
+    kernel's start. Runs here read and write local notebooks only (the archive's s3:// is our
+    own fsspec code), so only papermill's own import of those two is refused: papermill then
+    registers its "missing dependency" handlers, as it does when they are absent. Anything else
+    importing pyarrow.fs or boto3, in the same process or later, gets them as usual.
+    """
+
+    _REFUSED = frozenset({"pyarrow", "pyarrow.fs", "papermill.s3"})
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname in self._REFUSED and _imported_by("papermill.iorw"):
+            raise ImportError(f"{fullname} is not needed by papermill here")
+        return None
+
+
+def _imported_by(module: str) -> bool:
+    frame = sys._getframe(2)
+    for _ in range(40):  # the import machinery's own frames sit between
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__") == module:
+            return True
+        frame = frame.f_back
+    return False
+
+
+if not any(isinstance(finder, _PapermillWithoutRemoteStores) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _PapermillWithoutRemoteStores())
 
 if TYPE_CHECKING:
     from workbooks.notebook.incident import Incident

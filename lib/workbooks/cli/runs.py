@@ -79,7 +79,7 @@ def run(
       workbook run high-latency --alert - --evidence archive/INCIDENT/RUN/evidence < alert.json
     """
     from workbooks.core.alert import read_alert_group
-    from workbooks.notebook.sources import choose_source
+    from workbooks.notebook.source_spec import choose_source
 
     group = read_alert_group(alert_file)
     config = session.config()
@@ -251,7 +251,7 @@ def demo(session: Session, runbook: str, as_json: bool) -> None:
       workbook demo high-latency
     """
     from workbooks.core.alert import read_alert_group
-    from workbooks.notebook.sources import DEMO_SOURCE
+    from workbooks.notebook.source_spec import DEMO_SOURCE
 
     alert_path = demo_dir(runbook) / DEMO_ALERT_FILE
     if not alert_path.is_file():

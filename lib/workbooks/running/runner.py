@@ -26,7 +26,7 @@ from workbooks.core.config import Config, find_config_file
 from workbooks.core.errors import ArchiveError, UnknownRunbookError
 from workbooks.core.findings import Finding, findings_from_notebook, ranked
 from workbooks.core.redact import redact_url, refuse_credentials
-from workbooks.notebook.sources import CONFIGURED_PROMETHEUS, archived_source
+from workbooks.notebook.source_spec import CONFIGURED_PROMETHEUS, archived_source
 from workbooks.running.execution import (
     Execution,
     execute_notebook,

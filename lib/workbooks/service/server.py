@@ -27,7 +27,7 @@ from workbooks.archive.access import (
 from workbooks.core.config import Config
 from workbooks.core.errors import ConfigError
 from workbooks.core.redact import redact_url
-from workbooks.notebook.sources import choose_source
+from workbooks.notebook.source_spec import choose_source
 from workbooks.service.app import Service
 from workbooks.service.roles import Role
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def resolve_source(prometheus: str | None, config: Config) -> str:
     """What runs read: the given URL, else ``prometheus`` (the configured URL and credentials).
 
-    The same rule as ``workbook run`` (:func:`workbooks.notebook.sources.choose_source`): a URL
+    The same rule as ``workbook run`` (:func:`workbooks.notebook.source_spec.choose_source`): a URL
     carrying credentials is refused, since it would be queued, stored in the ledger and written
     into each notebook's parameters.
     """
