@@ -10,38 +10,43 @@ Errors from requests and prometheus-api-client are wrapped here, and only here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
+import pyarrow
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
 from workbooks.core.config import PrometheusSettings
 from workbooks.core.errors import (
-    ArchiveError,
     ConfigError,
     EvidenceMissingError,
     QueryFailedError,
     SourceUnavailableError,
 )
 from workbooks.core.paths import DEMO_EVIDENCE_DIR, demo_dir
-from workbooks.core.redact import redact_url, refuse_credentials
+from workbooks.core.redact import redact_url
+
+# The rule that names a run's source lives without pandas, for the commands that only choose one.
+from .source_spec import CONFIGURED_PROMETHEUS, DEMO_SOURCE, archived_source, choose_source
+
+__all__ = ["CONFIGURED_PROMETHEUS", "DEMO_SOURCE", "archived_source", "choose_source"]
 
 MANIFEST = "manifest.json"
-# The two named sources; anything else is an http(s) URL or an evidence folder.
-DEMO_SOURCE = "demo"  # the runbook's bundled demo evidence, offline
-CONFIGURED_PROMETHEUS = "prometheus"  # the configured URL and credentials, read in the kernel
 _NICE_STEPS_SECONDS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 
 
@@ -84,24 +89,80 @@ def series_count(frame: pd.DataFrame) -> int:
     return len(frame[labels].drop_duplicates()) if labels else 1
 
 
+class Points(NamedTuple):
+    """One series' points as two float arrays: seconds since the epoch, and values."""
+
+    stamps: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, pairs: list[list[Any]]) -> Points:
+        """From Prometheus's ``[[1700000000, "0.25"], ...]`` (NaN and +Inf as it spells them)."""
+        return cls(
+            np.fromiter((pair[0] for pair in pairs), float, len(pairs)),
+            np.fromiter((pair[1] for pair in pairs), float, len(pairs)),
+        )
+
+
+def matrix_series_hook(decoded: dict[str, Any]) -> dict[str, Any]:
+    """``json.loads`` object hook: a matrix series' points become :class:`Points` as soon as
+    that series is parsed, so a large answer never holds a Python list per point for all its
+    series at once (one per series, briefly): a 7-day answer over 1,000 series took 136 MB
+    of the kernel as lists, about 11 MB as arrays (benchmarks/week.py)."""
+    points = decoded.get("values")
+    if isinstance(points, list) and "metric" in decoded:
+        decoded["values"] = Points.of(points)
+    return decoded
+
+
+# Decoding holds the GIL whichever thread does it; one answer at a time keeps only one answer's
+# text and Python objects alive, at no cost in time (the HTTP waits still overlap).
+_DECODING = threading.Lock()
+
+
+def _decode_series_as_they_arrive(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """A session response hook: prometheus-api-client's ``response.json()`` decodes with
+    :func:`matrix_series_hook`, one answer at a time."""
+    decode = functools.partial(response.json, object_hook=matrix_series_hook)
+
+    def json_one_at_a_time(**options: Any) -> Any:
+        with _DECODING:
+            return decode(**options)
+
+    response.json = json_one_at_a_time  # type: ignore[method-assign]
+
+
 def frame_from_matrix(result: list[dict[str, Any]]) -> pd.DataFrame:
-    """Prometheus's matrix result as a long frame (no data gives an empty frame, not an error)."""
+    """Prometheus's matrix result as a long frame (no data gives an empty frame, not an error).
+
+    Built column by column, one array per series: a 7-day answer over 1,000 series is about
+    700,000 points, and a Python object per point (a dict per row, as this once was) took
+    hundreds of MB in the kernel (benchmarks/week.py).
+    """
     if not result:
         return empty_frame()
-    rows: list[dict[str, Any]] = []
     label_names: dict[str, None] = {}
+    labels, stamps, values = [], [], []
     for series in result:
-        labels = {k: v for k, v in series.get("metric", {}).items() if k != "__name__"}
-        label_names.update(dict.fromkeys(labels))
-        for timestamp, value in series.get("values", []):
-            rows.append({"timestamp": float(timestamp), **labels, "value": float(value)})
-    frame = pd.DataFrame(rows)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True).astype(
-        "datetime64[ns, UTC]"
-    )
+        own = {k: v for k, v in series.get("metric", {}).items() if k != "__name__"}
+        label_names.update(dict.fromkeys(own))
+        points = series.get("values", [])
+        points = points if isinstance(points, Points) else Points.of(points)
+        labels.append(own)
+        stamps.append(points.stamps)
+        values.append(points.values)
+    lengths = [len(points) for points in stamps]
+    columns: dict[str, Any] = {
+        "timestamp": pd.to_datetime(np.concatenate(stamps), unit="s", utc=True).astype(
+            "datetime64[ns, UTC]"
+        )
+    }
+    rows = np.repeat(np.arange(len(labels)), lengths)  # each point's series
     for name in label_names:
-        frame[name] = frame[name].fillna("").astype(str)
-    return frame[["timestamp", *label_names, "value"]]
+        per_series = pd.Series([own.get(name, "") for own in labels], dtype=object).astype(str)
+        columns[name] = per_series.take(rows).reset_index(drop=True)
+    columns["value"] = np.concatenate(values)
+    return pd.DataFrame(columns, copy=False)
 
 
 class Source(Protocol):
@@ -137,6 +198,7 @@ class PrometheusSource:
         self.description = redact_url(self.url)
         self.timeout_seconds = settings.timeout_seconds
         session = requests.Session()
+        session.hooks["response"].append(_decode_series_as_they_arrive)
         session.verify = settings.ca_bundle or settings.verify_tls
         headers = dict(settings.headers)
         if settings.bearer_token:
@@ -201,7 +263,8 @@ class PrometheusSource:
             raise QueryFailedError(
                 f"Prometheus rejected query {name!r} ({query}): {message[:300]}"
             ) from exc
-        return frame_from_matrix(result)
+        with _DECODING:
+            return frame_from_matrix(result)
 
 
 def _file_stem(name: str) -> str:
@@ -250,6 +313,7 @@ class EvidenceWriter:
     ) -> None:
         file_name = f"{_file_stem(name)}.{role}.parquet"
         frame.to_parquet(self.folder / file_name, index=False)
+        pyarrow.default_memory_pool().release_unused()  # a large answer's buffers, given back
         entry = {
             "name": name,
             "role": role,
@@ -311,45 +375,6 @@ class EvidenceSource:
 
 def demo_evidence_dir(runbook: str) -> Path:
     return demo_dir(runbook) / DEMO_EVIDENCE_DIR
-
-
-def choose_source(
-    *,
-    url: str | None = None,
-    evidence: Path | None = None,
-    settings: PrometheusSettings,
-    instead: str = "pass --prometheus URL or --evidence DIR",
-) -> str:
-    """The ``source`` parameter of a new run or investigation: the rule in one place.
-
-    An evidence folder (absolute, since the kernel runs elsewhere), else the URL given, else
-    ``prometheus`` when one is configured (the kernel reads the URL and credentials itself, so
-    no secret becomes a parameter). ``instead`` ends the error: what the caller can pass.
-    """
-    if url and evidence is not None:
-        raise ConfigError("pass a Prometheus URL or an evidence folder, not both")
-    if evidence is not None:
-        return str(Path(evidence).absolute())
-    if url and url.strip():
-        refuse_credentials(url)  # a source is a parameter, and parameters are archived
-        return url.strip()
-    if settings.url:
-        return CONFIGURED_PROMETHEUS
-    raise ConfigError(
-        "no metrics source: set WORKBOOKS_PROMETHEUS_URL (or prometheus.url in the config "
-        f"file), or {instead}"
-    )
-
-
-def archived_source(evidence: Path, *, recorded: str, instead: str) -> str:
-    """The ``source`` that reads an archived run again: its saved evidence folder, or the demo
-    evidence when the run was a demo. ``instead`` says what to do when neither is there.
-    """
-    if evidence.is_dir():
-        return str(evidence.absolute())
-    if recorded == DEMO_SOURCE:
-        return DEMO_SOURCE
-    raise ArchiveError(f"the run saved no evidence ({evidence} is missing); {instead}")
 
 
 def open_source(spec: str, *, runbook: str, settings: PrometheusSettings) -> Source:

@@ -16,6 +16,19 @@ from typing import IO, Any
 
 from jupyter_client.manager import AsyncKernelManager
 
+# A run's kernel fetches a window and its baseline on threads and writes Parquet evidence: with
+# glibc's default of one malloc arena per thread and Arrow's mimalloc pool, memory freed after
+# a large answer stayed resident. Two arenas and Arrow on the system allocator (whose freed
+# memory the evidence writer hands back) took a 7-day, 1,000-series run's kernel from 496 to
+# 430 MB at its peak (benchmarks/week.py). The environment's own values win.
+KERNEL_MEMORY_ENV = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+
+def kernel_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a run's kernel starts with: ours, then the process's, then ``env``."""
+    return {**KERNEL_MEMORY_ENV, **os.environ, **(env or {})}
+
+
 # After the run deadline the kernel gets SIGINT, so the notebook shows where it was stuck; if
 # it is still running this much later (a cell that swallows KeyboardInterrupt, or C code that
 # never checks for signals), its whole process group gets SIGKILL.
@@ -86,7 +99,7 @@ def kernel_manager_class(
 
     class RunKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]
-            kwargs.update(cwd=str(cwd), env={**os.environ, **env}, stdout=log, stderr=log)
+            kwargs.update(cwd=str(cwd), env=kernel_environment(env), stdout=log, stderr=log)
             await super().start_kernel(**kwargs)
             watchdog.attach(self)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
 from workbooks.core.errors import RunFailedError
+from workbooks.running.kernels import kernel_environment
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def start_warm_kernel(
         asyncio.run(
             manager.start_kernel(
                 cwd=str(cwd or tempfile.gettempdir()),
-                env=dict(os.environ),
+                env=kernel_environment(),
                 stdout=kernel_log,
                 stderr=kernel_log,
             )
