@@ -24,9 +24,14 @@ runs, its median over both is the floor):
     ``workbook --help``, ``list``, ``show ID``, ``runbooks``: wall time of the process. Goal 0.3 s.
 ``artifact``
     The largest run folder (notebook, evidence, findings) of the cold runs: a 2-hour window.
+``charts``
+    ``benchmarks/charts.py``: one chart's ``to_png`` against matplotlib's Agg draw of it.
+``week``
+    ``benchmarks/week.py``: ``workbook run high-memory --lookback 7d`` on a real Prometheus
+    holding 1,000 series; the peak resident memory of the command and its kernel. Goal 500 MB.
 ``storm``
     ``benchmarks/webhook_storm.py``'s storm on the tiny runbook: 500 deliveries (50 groups x 10)
-    from 16 client threads: POST latency percentiles, lost runs, time until drained.
+    from 16 client threads, evenly over 30 s: POST latency percentiles, lost runs, drain time.
 
 The machine is shared: absolute seconds move with its load (printed), the ratios to the floor
 of the same run much less. Progress goes to stderr, the table to stdout. Nothing is asserted.
@@ -48,7 +53,11 @@ from typing import Any
 
 import requests
 from alert_to_artifact import floor_once
+from charts import bench_charts
+from charts import describe as describe_charts
 from webhook_storm import TOKEN, WORKERS, ServiceProcess, bench_storm, wait
+from week import describe as describe_week
+from week import run_week
 
 from workbooks.archive.store import Archive
 from workbooks.synthetic.demo import DEMO_SCENARIOS, demo_alert_path
@@ -178,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runbooks", nargs="*", default=sorted(DEMO_SCENARIOS))
     parser.add_argument("--no-storm", action="store_true", help="skip the webhook storm")
     parser.add_argument("--no-warm", action="store_true", help="skip the warm service runs")
+    parser.add_argument(
+        "--no-week", action="store_true", help="skip the 7-day, 1,000-series run (about 2 min)"
+    )
     args = parser.parse_args(argv)
     load_start = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="speed-"))
@@ -191,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         floor += [floor_once() for _ in range(args.runs)]
         first = next(iter(cold["run_ids"].values()))
         reading = bench_reading(first, max(args.runs, 5), scratch / "cold" / "archive")
-        storm = None if args.no_storm else bench_storm(scratch, groups=50, copies=10, threads=16)
+        chart_rows = bench_charts(max(args.runs, 10))
+        storm = None
+        if not args.no_storm:  # the issue's storm: 500 deliveries from 16 clients over 30 s
+            storm = bench_storm(scratch, groups=50, copies=10, threads=16, spread_seconds=30)
+        week = None if args.no_week else run_week(scratch / "week", series=1000, days=7)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     floor_median = median(floor)
@@ -216,12 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         cells = zip(row, widths, strict=True)
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells)))
+    print("\n".join(describe_charts(chart_rows)))
     for name, size in cold["artifact_bytes"].items():
         print(f"artifact with evidence, {name}, 2-hour window: {size / 1e6:.2f} MB (goal 1 MB)")
-    print("7-day window over 1,000 series, peak RSS: not measured by this benchmark yet")
+    if week is not None:
+        print(describe_week(week))
     if storm is not None:
         print(
-            f"storm: {storm['deliveries']} deliveries from 16 clients, POST p50/p99/max "
+            f"storm: {storm['deliveries']} deliveries from 16 clients over "
+            f"{storm['spread_seconds']:g} s, POST p50/p99/max "
             f"{storm['p50_ms']:.0f}/{storm['p99_ms']:.0f}/{storm['max_ms']:.0f} ms (goal p99 "
             f"50 ms), {storm['deliveries_per_second']:.0f}/s accepted, all {storm['groups']} "
             f"runs archived (none lost) {storm['storm_drain_seconds']:.1f} s after the first post"

@@ -193,17 +193,26 @@ def archived(archive: Path) -> int:
     return len(Archive(archive).runs()) if (archive / "index.sqlite").exists() else 0
 
 
-def bench_storm(scratch: Path, groups: int, copies: int, threads: int) -> dict[str, float]:
+def bench_storm(
+    scratch: Path, groups: int, copies: int, threads: int, spread_seconds: float = 0.0
+) -> dict[str, float]:
+    """``groups`` x ``copies`` deliveries from ``threads`` clients, as fast as they go, or at an
+    even pace over ``spread_seconds`` (delivery i is posted i x spread / n after the first)."""
     archive = scratch / "storm" / "archive"
     service = ServiceProcess(archive, notebooks=TINY, prometheus="demo")
     try:
-        return _storm(service, archive, groups, copies, threads)
+        return _storm(service, archive, groups, copies, threads, spread_seconds)
     finally:
         service.stop()
 
 
 def _storm(
-    service: ServiceProcess, archive: Path, groups: int, copies: int, threads: int
+    service: ServiceProcess,
+    archive: Path,
+    groups: int,
+    copies: int,
+    threads: int,
+    spread_seconds: float,
 ) -> dict[str, float]:
     kernels = KernelWatch(service.process.pid)
     payloads = [delivery(group) for group in range(groups) for _ in range(copies)]
@@ -211,10 +220,14 @@ def _storm(
     local = threading.local()
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
-    def post(payload: dict[str, Any]) -> float:
+    interval = spread_seconds / len(payloads)
+
+    def post(item: tuple[int, dict[str, Any]]) -> float:
+        number, payload = item
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
         body = json.dumps(payload)
+        time.sleep(max(0.0, first + number * interval - time.monotonic()))
         started = time.perf_counter()
         response = session.post(f"{service.url}/alerts", data=body, headers=headers, timeout=30)
         elapsed = time.perf_counter() - started
@@ -222,10 +235,11 @@ def _storm(
             raise RuntimeError(f"{response.status_code}: {response.text}")
         return elapsed
 
-    log(f"storm: {len(payloads)} deliveries of {groups} groups from {threads} threads")
-    started = time.monotonic()
+    pace = f"over {spread_seconds:g} s" if spread_seconds else "as fast as they go"
+    log(f"storm: {len(payloads)} deliveries of {groups} groups from {threads} threads, {pace}")
+    started = first = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
-        latencies = list(pool.map(post, payloads))
+        latencies = list(pool.map(post, enumerate(payloads)))
     posted = time.monotonic() - started
     wait(lambda: archived(archive) >= groups, 1800, "the storm's runs")
     drained = time.monotonic() - started
@@ -237,6 +251,7 @@ def _storm(
     result = {
         "deliveries": len(payloads),
         "groups": groups,
+        "spread_seconds": spread_seconds,
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p90_ms": percentile(latencies, 0.90) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
@@ -346,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=60, help="alert groups in the storm")
     parser.add_argument("--copies", type=int, default=10, help="copies of each delivery")
     parser.add_argument("--threads", type=int, default=32, help="client threads")
+    parser.add_argument(
+        "--spread", type=float, default=0.0, help="post evenly over this many seconds (0: burst)"
+    )
     parser.add_argument("--demo-runs", type=int, default=3, help="high-latency latency runs")
     parser.add_argument("--drain-runs", type=int, default=30, help="tiny runs to drain")
     parser.add_argument("--drain-demo-runs", type=int, default=8, help="high-latency runs")
@@ -356,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="webhook-storm-"))
     try:
-        storm = bench_storm(scratch, args.groups, args.copies, args.threads)
+        storm = bench_storm(scratch, args.groups, args.copies, args.threads, args.spread)
         demo = bench_demo_latency(scratch, args.demo_runs)
         demo_payload = json.loads(DEMO_ALERT.read_text())
         tiny = [delivery(n, prefix="drain") for n in range(args.drain_runs)]

@@ -115,19 +115,29 @@ class PrometheusServer:
 def start_prometheus(scenarios: Sequence[Scenario], workdir: Path) -> PrometheusServer:
     """Backfill `scenarios` into a fresh TSDB under `workdir` and serve it on a free port."""
     workdir.mkdir(parents=True, exist_ok=True)
-    history = write_openmetrics(scenarios, workdir / "history.om")
+    return serve_history(write_openmetrics(scenarios, workdir / "history.om"), workdir)
+
+
+def serve_history(history: Path, workdir: Path, *, backfill: bool = True) -> PrometheusServer:
+    """Backfill an OpenMetrics file (ending with ``# EOF``) under `workdir` and serve it.
+
+    ``backfill=False`` serves what an earlier call backfilled into the same `workdir`.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     started = time.monotonic()
-    backfill = subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(history), str(data)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    promtool_output = ""
+    if backfill:
+        completed = subprocess.run(
+            ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(history), str(data)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        promtool_output = completed.stdout + completed.stderr
+        if completed.returncode != 0:
+            raise RuntimeError(f"promtool failed ({completed.returncode}):\n{promtool_output}")
     backfill_seconds = time.monotonic() - started
-    promtool_output = backfill.stdout + backfill.stderr
-    if backfill.returncode != 0:
-        raise RuntimeError(f"promtool failed ({backfill.returncode}):\n{promtool_output}")
     config = workdir / "prometheus.yml"
     config.write_text(_CONFIG)
     port = _free_port()

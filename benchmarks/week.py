@@ -1,0 +1,222 @@
+"""Issue 12's scale figure: a 7-day window over 1,000 series, and the run's peak memory.
+
+A real Prometheus is backfilled (promtool) with ``process_resident_memory_bytes`` of 1,000
+instances of one service, a sample every 5 minutes over 8 days (the 7-day window and its
+baseline a day earlier); one instance leaks. Then ``workbook run high-memory --lookback 7d``
+runs as a user types it, and the resident memory of its whole process tree (the command and
+its kernel) is sampled every 20 ms. Printed: the peak of the sum and of each process, the wall
+time, the step the run chose, the most points any series got, and what the run concluded.
+
+    .venv/bin/python benchmarks/week.py            # goal: peak under 500 MB, ~1,000 points
+    .venv/bin/python benchmarks/week.py --series 200 --days 3
+
+Needs the prometheus and promtool binaries (``make system-deps``). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from workbooks.synthetic.demo import demo_alert_path
+from workbooks.synthetic.lab import serve_history
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE = "bench-week"
+SAMPLE_SECONDS = 300
+RSS_GOAL_MB = 500
+LEAKING = 637  # not the first, not the last, not the largest at the start
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def write_history(path: Path, *, series: int, days: int, now: datetime) -> int:
+    """1,000 instances' memory as OpenMetrics, series after series; returns the sample count."""
+    end = int(now.timestamp()) // SAMPLE_SECONDS * SAMPLE_SECONDS + SAMPLE_SECONDS
+    stamps = np.arange(end - (days * 86400 + 3600), end + 1, SAMPLE_SECONDS)
+    hours = (stamps - stamps[0]) / 3600.0
+    rng = np.random.default_rng(12)
+    onset = end - 3 * 3600
+    with path.open("w", encoding="utf-8") as out:
+        out.write("# HELP process_resident_memory_bytes Resident memory size in bytes.\n")
+        out.write("# TYPE process_resident_memory_bytes gauge\n")
+        for number in range(series):
+            level = 2.0e9 + 6.0e9 * rng.random()  # 2 to 8 GB, steady with a daily swing
+            values = level * (1 + 0.05 * np.sin(2 * np.pi * hours / 24 + number))
+            values += rng.normal(0, 0.01 * level, len(stamps))
+            if number == LEAKING:  # +1.5 GB per hour since three hours ago
+                values += np.clip(stamps - onset, 0, None) / 3600 * 1.5e9
+            labels = f'{{service="{SERVICE}",instance="api-{number:04d}"}}'
+            out.writelines(
+                f"process_resident_memory_bytes{labels} {value:.0f} {stamp}\n"
+                for value, stamp in zip(values, stamps, strict=True)
+            )
+        out.write("# EOF\n")
+    return series * len(stamps)
+
+
+def alert_file(path: Path, now: datetime) -> Path:
+    payload = json.loads(demo_alert_path("high-memory").read_text(encoding="utf-8"))
+    starts = (now - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for alert in payload["alerts"]:
+        alert["labels"]["service"] = SERVICE
+        alert["startsAt"] = starts
+    payload["commonLabels"]["service"] = payload["groupLabels"]["service"] = SERVICE
+    payload["groupKey"] = f'{{}}:{{alertname="HighMemoryUsage", service="{SERVICE}"}}'
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    return path
+
+
+class PeakMemory:
+    """The resident memory of a process and its descendants, sampled on a thread."""
+
+    def __init__(self, pid: int, every: float = 0.02) -> None:
+        self.root, self.every = psutil.Process(pid), every
+        self.peak_total = 0
+        self.peak_by_process: dict[str, int] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss
+                    name = "kernel" if "ipykernel" in " ".join(process.cmdline()) else "command"
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                total += rss
+                self.peak_by_process[name] = max(self.peak_by_process.get(name, 0), rss)
+            self.peak_total = max(self.peak_total, total)
+            time.sleep(self.every)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def run_week(scratch: Path, *, series: int, days: int) -> dict[str, Any]:
+    """Backfill ``days`` + 1 days of ``series`` series and run over the last ``days``.
+
+    A ``scratch`` that already holds this backfill (``--keep``) is served again as it is.
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    done = scratch / f"backfilled-{series}x{days}.json"
+    if done.exists():
+        earlier = json.loads(done.read_text(encoding="utf-8"))
+        now, samples = datetime.fromisoformat(earlier["now"]), earlier["samples"]
+    else:
+        shutil.rmtree(scratch / "prometheus", ignore_errors=True)
+        now = datetime.now(UTC).replace(microsecond=0)
+        started = time.perf_counter()
+        samples = write_history(scratch / "history.om", series=series, days=days + 1, now=now)
+        written = time.perf_counter() - started
+        log(f"  week: {samples:,} samples written in {written:.1f} s; backfilling")
+    server = serve_history(
+        scratch / "history.om", scratch / "prometheus", backfill=not done.exists()
+    )
+    done.write_text(json.dumps({"now": now.isoformat(), "samples": samples}), encoding="utf-8")
+    try:
+        log(
+            f"  week: promtool {server.backfill_seconds:.1f} s; "
+            f"running high-memory --lookback {days}d"
+        )
+        env = {**os.environ, "WORKBOOKS_ARCHIVE": str(scratch / "archive")}
+        env.pop("WORKBOOKS_EVIDENCE_DIR", None)
+        command = [sys.executable, "-m", "workbooks", "run", "high-memory", "--json"]
+        command += ["--alert", str(alert_file(scratch / "alert.json", now))]
+        command += ["--prometheus", server.url, "--lookback", f"{days}d"]
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        )
+        memory = PeakMemory(process.pid)
+        stdout, stderr = process.communicate(timeout=900)
+        seconds = time.perf_counter() - started
+        memory.stop()
+    finally:
+        server.stop()
+    if process.returncode not in (0, 1):  # 1: the run failed, and its record says why
+        raise RuntimeError(f"workbook run failed ({process.returncode}):\n{stderr}")
+    record = json.loads(stdout)
+    record = record[0] if isinstance(record, list) else record
+    folder = Path(record["path"])
+    manifest = json.loads((folder / "evidence" / "manifest.json").read_text(encoding="utf-8"))
+    memory_entries = [e for e in manifest["entries"] if e["name"] == "memory_by_instance"]
+    findings = json.loads((folder / "findings.json").read_text(encoding="utf-8"))
+    return {
+        "series": series,
+        "days": days,
+        "samples": samples,
+        "status": record["status"],
+        "seconds": seconds,
+        "peak_total_mb": memory.peak_total / 1e6,
+        "peak_mb": {name: rss / 1e6 for name, rss in memory.peak_by_process.items()},
+        "step_seconds": max(e["step_seconds"] for e in memory_entries),
+        "points_per_series": max(e["points"] // max(e["series"], 1) for e in memory_entries),
+        "series_answered": max(e["series"] for e in memory_entries),
+        "artifact_mb": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6,
+        "top_finding": _top(findings),
+    }
+
+
+def _top(findings: Any) -> str:
+    items = findings.get("findings") or []
+    return f"{items[0]['severity']}: {items[0]['title']}" if items else "(no finding)"
+
+
+def describe(result: dict[str, Any]) -> str:
+    peaks = ", ".join(f"{name} {mb:.0f} MB" for name, mb in sorted(result["peak_mb"].items()))
+    return (
+        f"{result['days']}-day window over {result['series_answered']:,} series "
+        f"({result['samples']:,} samples in Prometheus): peak RSS {result['peak_total_mb']:.0f} MB "
+        f"for the whole run ({peaks}; goal {RSS_GOAL_MB} MB), {result['seconds']:.1f} s, "
+        f"{result['status']}; step {result['step_seconds']} s, at most "
+        f"{result['points_per_series']:,} points per series; artifact "
+        f"{result['artifact_mb']:.2f} MB; top finding: {result['top_finding']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--series", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=7, help="the window; the data is a day more")
+    parser.add_argument(
+        "--keep", type=Path, help="backfill into this folder once and serve it again next time"
+    )
+    args = parser.parse_args(argv)
+    scratch = args.keep or Path(tempfile.mkdtemp(prefix="week-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(scratch / "archive", ignore_errors=True)
+    try:
+        result = run_week(scratch, series=args.series, days=args.days)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(describe(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
