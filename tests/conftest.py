@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,33 @@ os.environ.setdefault("WORKBOOKS_EVIDENCE_DIR", "off")
 # each, or a quiet control; each under its own service). tests/data/cases holds their evidence.
 CASES: list[Case] = all_cases()
 CASES_DIR = ROOT / "tests" / "data" / "cases"
+# One case per runbook also runs live against a real Prometheus (test_e2e_runbooks.py): its
+# queries there, and its recording checked against what Prometheus answers today. Every case's
+# diagnosis is checked on its recording (test_replay_cases.py), where live data adds nothing.
+LIVE_CASES: list[Case] = [
+    next(case for case in CASES if case.runbook == runbook and case.expect)
+    for runbook in sorted({case.runbook for case in CASES})
+]
+
+
+def assert_same_evidence(fresh: Path, recorded: Path) -> None:
+    """Two evidence folders hold the same queries over the same window with the same data."""
+    import pandas as pd
+
+    old = json.loads((recorded / "manifest.json").read_text())
+    new = json.loads((fresh / "manifest.json").read_text())
+    assert new["window"] == old["window"]
+    assert sorted((e["name"], e["role"], e["query"]) for e in new["entries"]) == sorted(
+        (e["name"], e["role"], e["query"]) for e in old["entries"]
+    ), "the runbook's queries changed: run scripts/record-demo --cases"
+    for entry in old["entries"]:
+        if re.search(r"\b(topk|bottomk)\s*\(", entry["query"]):
+            # Which of several tied series topk keeps is Prometheus's map order: not stable
+            # from one Prometheus to the next. The query text is compared above.
+            continue
+        expected = pd.read_parquet(recorded / entry["file"])
+        actual = pd.read_parquet(fresh / entry["file"])
+        pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=1e-9)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
 Each case (declared in its runbook's scenario module) plants a cause the workbook has never
 seen and asserts that the top finding's `subject` names it, and that no likely-cause finding
 blames a change that was not the cause; a quiet control (the alert fired, nothing changed) must
-give no critical finding. Replaying the archived evidence, with no Prometheus, gives the same
-findings.
+give no critical finding. One case per runbook runs here, live, and its evidence must equal the
+case's recording; every case is checked on its recording in test_replay_cases.py. Replaying
+the archived evidence, with no Prometheus, gives the same findings.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CASES, ROOT, Case
+from conftest import CASES, CASES_DIR, LIVE_CASES, ROOT, Case, assert_same_evidence
 from workbooks.core.findings import findings_from_notebook, ranked
 from workbooks.synthetic.check import judge, names
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize("case", LIVE_CASES, ids=[case.id for case in LIVE_CASES])
 def test_top_finding_names_the_planted_cause(case: Case, prometheus, cli, tmp_path: Path) -> None:
+    """One case per runbook, live: its queries on a real Prometheus name the planted cause, and
+    what Prometheus answers is the case's recording (every case is replayed from it)."""
     alert = tmp_path / "alert.json"
     alert.write_text(json.dumps(case.scenario.alert_payload()))
     result = cli(
@@ -58,6 +61,7 @@ def test_top_finding_names_the_planted_cause(case: Case, prometheus, cli, tmp_pa
     else:
         assert not [f for f in findings if f["severity"] == "critical"], findings
         assert findings[0]["title"].startswith("A quiet run"), findings[0]
+    assert_same_evidence(Path(report["path"]) / "evidence", CASES_DIR / case.id / "evidence")
 
 
 def test_replay_from_archived_evidence_gives_the_same_findings(prometheus, cli, tmp_path):

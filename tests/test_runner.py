@@ -120,13 +120,13 @@ def test_cell_timeout_is_marked_although_papermill_does_not(tmp_path: Path) -> N
 
 
 def test_run_timeout_stops_a_run_of_short_cells(tmp_path: Path) -> None:
-    started = time.monotonic()
+    # Eight cells of 0.5 s outlast the 2 s deadline: the run is stopped in the middle, and the
+    # cells after the interrupted one never ran (no wall-clock bound: it flaked under load).
     execution = run("slow_run.ipynb", tmp_path, cell_timeout=5, run_timeout=2)
-    elapsed = time.monotonic() - started
     error = execution.error
     assert error is not None and error["kind"] == "run-timeout", error
-    assert elapsed < 2 + 2.5  # the deadline, then SIGINT ends the cell within a second
     cells = run_cells(tmp_path / "out.ipynb")
+    assert error["cell_index"] < len(cells) - 1, "the run finished: it was not stopped"
     assert "time.sleep" in cells[error["cell_index"]].source
     assert not any(cell.get("outputs") for cell in cells[error["cell_index"] + 1 :])
     assert "run timeout" in nbformat.read(str(tmp_path / "out.ipynb"), as_version=4).cells[0].source
@@ -137,7 +137,9 @@ def test_run_timeout_kills_a_cell_that_ignores_interrupts(tmp_path: Path) -> Non
     execution = run("ignores_interrupt.ipynb", tmp_path, cell_timeout=30, run_timeout=1.5)
     elapsed = time.monotonic() - started
     assert execution.error is not None and execution.error["kind"] == "run-timeout"
-    assert elapsed < 1.5 + 2 + 2.5  # deadline, interrupt grace, then nbclient notices the kill
+    # Deadline, interrupt grace, then nbclient notices the kill: far below the 30 s the cell
+    # would take otherwise (loose, so a loaded machine does not fail it).
+    assert elapsed < 15
 
 
 def test_dead_kernel(tmp_path: Path) -> None:
