@@ -266,13 +266,17 @@ async def _connect(manager: AsyncKernelManager, timeout: float) -> Any:
     try:
         while True:
             client.kernel_info()
-            reply = await client.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.01))
-            try:
+            try:  # as wait_for_ready: a second at a time, so a dead kernel is noticed
+                reply = await client.get_shell_msg(timeout=1)
                 await client.get_iopub_msg(timeout=IOPUB_PROBE_SECONDS)
                 break
             except queue.Empty:
+                if not await client.is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info") from None
                 if time.monotonic() > deadline:
-                    raise
+                    raise RuntimeError(
+                        f"Kernel didn't respond in {timeout:g} seconds (kernel_info)"
+                    ) from None
         # What wait_for_ready does with the reply: speak the kernel's protocol version.
         major = int(reply["content"]["protocol_version"].split(".")[0])
         if major != int(protocol_version.split(".")[0]):
