@@ -30,13 +30,12 @@ from workbooks.core.errors import (
     SourceUnavailableError,
 )
 from workbooks.notebook.catalog import Catalog
+from workbooks.notebook.source_spec import archived_source, choose_source
 from workbooks.notebook.sources import (
     EvidenceSource,
     EvidenceWriter,
     PrometheusSource,
     Window,
-    archived_source,
-    choose_source,
     choose_step,
     demo_evidence_dir,
     empty_frame,

@@ -41,10 +41,8 @@ from workbooks.core.errors import (
 from workbooks.core.paths import DEMO_EVIDENCE_DIR, demo_dir
 from workbooks.core.redact import redact_url
 
-# The rule that names a run's source lives without pandas, for the commands that only choose one.
-from .source_spec import CONFIGURED_PROMETHEUS, DEMO_SOURCE, archived_source, choose_source
-
-__all__ = ["CONFIGURED_PROMETHEUS", "DEMO_SOURCE", "archived_source", "choose_source"]
+# The rule that chooses a run's source is in source_spec.py, without pandas, for the commands.
+from .source_spec import CONFIGURED_PROMETHEUS, DEMO_SOURCE
 
 MANIFEST = "manifest.json"
 _NICE_STEPS_SECONDS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
