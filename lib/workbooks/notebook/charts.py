@@ -42,8 +42,8 @@ class TightOnce(TightLayoutEngine):
 
     ``TightLayoutEngine`` measures every Axes twice: a second pass for its ``rect`` that gives
     the same margins when the figure holds one Axes, as every chart here does. That pass was
-    about a quarter of a chart's cost (docs/performance.md). Other figures, or a canvas that
-    cannot lend its renderer, get matplotlib's own engine.
+    about a tenth of a chart's cost (three charts: 187 -> 165 ms). Other figures, or a canvas
+    that cannot lend its renderer, get matplotlib's own engine.
     """
 
     def execute(self, fig: Figure) -> None:
@@ -78,8 +78,8 @@ def to_png(figure: Figure) -> bytes:
 
     One draw on an Agg canvas (the layout engine runs inside it), then Pillow's fast-octree
     palette and its default compression: about a third of the bytes of matplotlib's own RGBA
-    PNG at no visible cost for these charts, and a tenth of the time of ``savefig`` followed by
-    a median-cut palette (docs/performance.md has the numbers).
+    PNG at no visible cost for these charts, and less than half the time of ``savefig`` and a
+    median-cut palette (a 6-series chart: 219 -> 81 ms; docs/performance.md).
     """
     original = figure.canvas
     canvas = FigureCanvasAgg(figure)
