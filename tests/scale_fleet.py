@@ -78,6 +78,7 @@ class Fleet:
     notebooks: Path | None = TINY  # None: the project's runbooks (for the demo evidence)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     url: str = ""
+    _ledger: Any = field(default=None, repr=False)  # the intake's ledger, read by busy_worker
 
     def _environment(self, home: Path) -> dict[str, str]:
         env = {**os.environ, **self.env}
@@ -134,15 +135,29 @@ class Fleet:
         return (self.base / name / "log.txt").read_text(errors="replace")
 
     def busy_worker(self, names: list[str]) -> str | None:
-        """The worker whose process has a kernel running (a run in progress), if one has."""
-        for name in names:
-            process = self.processes[name]
-            if process.poll() is None and _children(process.pid):
-                return name
+        """The worker that has claimed a run in the ledger and is alive, if one has.
+
+        Not "a worker with a kernel": every worker keeps a warm kernel, busy or not.
+        """
+        if self._ledger is None:
+            from workbooks.service.intake import Intake
+
+            self._ledger = Intake.in_archive(
+                self.archive,  # the folder's intake.sqlite, unless the ledger is PostgreSQL
+                database=self.env.get("WORKBOOKS_DATABASE_URL"),
+                dedup_window_seconds=0,
+            )
+        alive = {self.processes[name].pid: name for name in names}
+        alive = {pid: name for pid, name in alive.items() if self.processes[name].poll() is None}
+        for run in self._ledger.runs(state="running"):
+            pid = (run.owner or "").split(":")[1:2]  # the owner is host:pid:instance
+            if pid and pid[0].isdigit() and int(pid[0]) in alive:
+                return alive[int(pid[0])]
         return None
 
     def kill(self, name: str) -> None:
-        """SIGKILL a worker and its kernels, as a host dying would."""
+        """SIGKILL a worker, as a host dying would (its kernels, in sessions of their own, exit
+        on their own within a second: ipykernel watches its parent's pid)."""
         os.killpg(self.processes[name].pid, signal.SIGKILL)
         self.processes[name].wait(timeout=10)
 
@@ -156,16 +171,6 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-            # Kernels a worker started and left behind: never leave a process running.
+            # Anything else of the worker's group left behind: never leave a process running.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found

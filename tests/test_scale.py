@@ -83,7 +83,9 @@ def prove(fleet: Fleet, reader: Archive) -> dict[str, float]:
     # The killed worker's run was taken over, and archived once, by the other.
     taken_over = [run for run in runs if run.labels.get("service") == f"fleet-{SLOW}"]
     assert len(taken_over) == 1 and taken_over[0].worker == survivor
-    assert taken_over[0].status == "succeeded"
+    # Every run succeeded, the one taken over included; if not, say why and what its worker said.
+    failed = [(run.run_id, run.worker, run.error) for run in runs if run.status != "succeeded"]
+    assert not failed, (failed, {name: fleet.log(name)[-2000:] for name in WORKERS})
     # Each run says which host and worker ran it.
     assert {run.worker for run in runs} <= set(WORKERS) and all(run.host for run in runs)
     assert f"by {survivor}" in fleet.log(survivor)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -85,6 +86,31 @@ def test_a_pool_without_refill_starts_a_kernel_when_it_runs_out(tmp_path: Path) 
         run_probe(tmp_path / "run-1", notebook, pool)
         seen, _ = run_probe(tmp_path / "run-2", notebook, pool)
     assert seen["cwd"] == str(tmp_path / "run-2")
+
+
+# The first kernel started with this preload fails in the way named; every later one is fine.
+FIRST_FAILS = """\
+import os as _os, pathlib as _pathlib, threading as _threading
+_first = not _pathlib.Path({flag!r}).exists()
+_pathlib.Path({flag!r}).touch()
+if _first and {how!r} == "preload":
+    raise RuntimeError("the first kernel's preload failed")
+if _first and {how!r} == "dies":
+    _threading.Timer(0.2, _os._exit, (1,)).start()  # killed while it waits in the pool
+"""
+
+
+@pytest.mark.parametrize("how", ["preload", "dies"])
+def test_a_run_gets_a_new_kernel_when_its_warm_one_failed_or_died(tmp_path: Path, how: str) -> None:
+    notebook = probe_notebook(tmp_path)
+    preload = FIRST_FAILS.format(flag=str(tmp_path / "started-once"), how=how)
+    with KernelPool(1, refill=False, preload=preload) as pool:
+        deadline = time.monotonic() + 60
+        while not pool.ready and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the first kernel has now failed, or died while it waited
+        seen, _ = run_probe(tmp_path / "run", notebook, pool)
+    assert seen["cwd"] == str(tmp_path / "run")
 
 
 def test_a_kernel_that_cannot_preload_says_what_failed() -> None:

@@ -57,6 +57,12 @@ class WarmKernel:
     manager: AsyncKernelManager
     log: IO[bytes]
 
+    @property
+    def alive(self) -> bool:
+        """Whether the kernel's process is running (its process, not its heartbeat)."""
+        process = getattr(self.manager.provisioner, "process", None)
+        return process is not None and process.poll() is None
+
     def shutdown(self) -> None:
         """Shut the kernel down if its run did not (never used, or the run failed to start)."""
         try:
@@ -122,8 +128,7 @@ def _silent(kernel: WarmKernel, code: str, *, timeout: float) -> None:
             try:
                 reply = client.get_shell_msg(timeout=0.5)
             except queue.Empty:
-                process = getattr(kernel.manager.provisioner, "process", None)
-                if process is None or process.poll() is not None:
+                if not kernel.alive:
                     raise RunFailedError(
                         "a warm kernel died while starting; its log says why "
                         "(jupyter kernelspec list shows the kernel it ran)"
@@ -208,7 +213,12 @@ class KernelPool:
         return self._ready.qsize()
 
     def take(self) -> WarmKernel:
-        """A warm kernel, waiting for one being started; a new one if none is coming."""
+        """A warm kernel, waiting for one being started; a new one if none is coming.
+
+        A kernel that failed to start, or died while it waited (killed, out of memory), is not
+        handed to a run: one is started for it instead, and only if that fails too does the run
+        fail, with the reason.
+        """
         with self._lock:
             coming = self._pending > 0
             if coming:
@@ -218,9 +228,17 @@ class KernelPool:
         if self.refill and not self._closed.is_set():
             self._want()
         kernel = self._ready.get()
-        if isinstance(kernel, BaseException):
-            raise RunFailedError(f"no warm kernel could be started: {kernel}") from kernel
-        return kernel
+        if isinstance(kernel, WarmKernel) and kernel.alive:
+            return kernel
+        if isinstance(kernel, WarmKernel):
+            log.warning("a warm kernel died while it waited; starting one for this run")
+            kernel.discard()
+        else:
+            log.warning("a warm kernel failed to start (%s); starting one for this run", kernel)
+        try:
+            return start_warm_kernel(self.kernel_name, preload=self.preload)
+        except Exception as exc:
+            raise RunFailedError(f"no kernel could be started: {exc}") from exc
 
     def close(self) -> None:
         """Shut down the kernels not taken; those taken are ended by their runs."""
