@@ -147,12 +147,15 @@ class Fleet:
                 database=self.env.get("WORKBOOKS_DATABASE_URL"),
                 dedup_window_seconds=0,
             )
-        alive = {self.processes[name].pid: name for name in names}
-        alive = {pid: name for pid, name in alive.items() if self.processes[name].poll() is None}
+        alive = {
+            str(self.processes[name].pid): name
+            for name in names
+            if self.processes[name].poll() is None
+        }
         for run in self._ledger.runs(state="running"):
             pid = (run.owner or "").split(":")[1:2]  # the owner is host:pid:instance
-            if pid and pid[0].isdigit() and int(pid[0]) in alive:
-                return alive[int(pid[0])]
+            if pid and pid[0] in alive:
+                return alive[pid[0]]
         return None
 
     def kill(self, name: str) -> None:
