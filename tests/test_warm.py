@@ -45,17 +45,17 @@ def probe_notebook(folder: Path) -> Path:
 
 def run_probe(folder: Path, notebook: Path, pool: KernelPool) -> tuple[dict, list]:
     folder.mkdir()
-    kernel = pool.take()
-    execution = execute_notebook(
-        notebook,
-        folder / "out.ipynb",
-        {},
-        cwd=folder,
-        cell_timeout=30,
-        run_timeout=60,
-        env={"WORKBOOKS_EVIDENCE_DIR": str(folder / "evidence")},
-        kernel=kernel,
-    )
+    with pool.lease() as kernel:
+        execution = execute_notebook(
+            notebook,
+            folder / "out.ipynb",
+            {},
+            cwd=folder,
+            cell_timeout=30,
+            run_timeout=60,
+            env={"WORKBOOKS_EVIDENCE_DIR": str(folder / "evidence")},
+            kernel=kernel,
+        )
     assert execution.status == "succeeded", execution.error
     assert not kernel.manager.has_kernel, "a warm kernel must not outlive its run"
     cells = nbformat.read(str(folder / "out.ipynb"), as_version=4).cells
@@ -111,6 +111,28 @@ def test_a_run_gets_a_new_kernel_when_its_warm_one_failed_or_died(tmp_path: Path
         time.sleep(1.0)  # the first kernel has now failed, or died while it waited
         seen, _ = run_probe(tmp_path / "run", notebook, pool)
     assert seen["cwd"] == str(tmp_path / "run")
+
+
+def wait_until(condition, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen in {seconds:g} s"
+        time.sleep(0.05)
+
+
+def test_a_replacement_waits_for_the_run_while_another_kernel_is_ready(tmp_path: Path) -> None:
+    with KernelPool(2) as pool:
+        wait_until(lambda: pool.ready == 2, "two kernels ready")
+        with pool.lease() as first:
+            time.sleep(1.0)
+            # The run has a core to itself: a kernel is ready for the next alert.
+            assert (pool.ready, pool.starting) == (1, 0)
+            with pool.lease() as second:
+                # None left ready: the replacements start now, beside the runs.
+                wait_until(lambda: pool.starting == 2, "both replacements starting", 5)
+                second.discard()  # as its run would
+            first.discard()
+        wait_until(lambda: pool.ready == 2, "both replacements ready")
 
 
 def test_a_kernel_that_cannot_preload_says_what_failed() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,59 +107,62 @@ def _run_route(
     notebook = staging / NOTEBOOK_FILE
     started_at = datetime.now(UTC)
     findings: list[Finding] = []
-    try:
-        (staging / ALERT_FILE).write_text(
-            json.dumps(group.to_payload(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        kernel = kernels.take() if kernels is not None else None
-        execution = execute_notebook(
-            runbook.path,
-            notebook,
-            parameters,
-            cwd=staging,
-            cell_timeout=config.cell_timeout_seconds,
-            run_timeout=config.run_timeout_seconds,
-            env=_kernel_environment(staging),
-            kernel=kernel,
-        )
-        executed = read_notebook(notebook)
-        findings = ranked(findings_from_notebook(executed)) if executed else []
-        fill_summary(notebook, findings, execution)
-    except Exception as exc:  # a bug here must not lose the run: archive it as failed
-        ename, evalue = type(exc).__name__, str(exc)
-        error = {"kind": "internal", "ename": ename, "evalue": evalue, "cell_index": None}
-        error["message"] = f"the runner failed: {ename}: {evalue}"
-        execution = Execution(
-            status="failed",
-            error=error,
-            started_at=started_at,
-            finished_at=datetime.now(UTC),
-            exception=exc,
-        )
-        if not notebook.exists():
-            mark_failure(notebook, error)
-    first = planned.alerts[0]
-    record = RunRecord(
-        incident_id=incident_id(group.group_key, group.starts_at, _incident_alertname(group)),
-        runbook=runbook.id,
-        runbook_hash=runbook_hash,
-        status=execution.status,
-        started_at=execution.started_at,
-        finished_at=execution.finished_at,
-        duration_seconds=round(execution.duration_seconds, 3),
-        source=_recorded_source(parameters["source"], config),
-        alert_name=parameters["alert_name"],
-        severity=parameters["severity"],
-        service=first.labels.get("service"),
-        alert_status=parameters["status"],
-        labels=parameters["labels"],
-        error=execution.error,
-        group_key=group.group_key,
-        alert_starts_at=group.starts_at,
-        lookback=parameters["lookback"],
-        baseline=parameters["baseline"],
-    ).with_findings(findings)
-    return archive.commit(staging, record, findings)  # the archive writes findings.json
+    with ExitStack() as run_going:
+        try:
+            (staging / ALERT_FILE).write_text(
+                json.dumps(group.to_payload(), indent=2, ensure_ascii=False) + "\n",
+                encoding="utf-8",
+            )
+            # The pool holds back a replacement kernel until the run is archived.
+            kernel = run_going.enter_context(kernels.lease()) if kernels is not None else None
+            execution = execute_notebook(
+                runbook.path,
+                notebook,
+                parameters,
+                cwd=staging,
+                cell_timeout=config.cell_timeout_seconds,
+                run_timeout=config.run_timeout_seconds,
+                env=_kernel_environment(staging),
+                kernel=kernel,
+            )
+            executed = read_notebook(notebook)
+            findings = ranked(findings_from_notebook(executed)) if executed else []
+            fill_summary(notebook, findings, execution)
+        except Exception as exc:  # a bug here must not lose the run: archive it as failed
+            ename, evalue = type(exc).__name__, str(exc)
+            error = {"kind": "internal", "ename": ename, "evalue": evalue, "cell_index": None}
+            error["message"] = f"the runner failed: {ename}: {evalue}"
+            execution = Execution(
+                status="failed",
+                error=error,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                exception=exc,
+            )
+            if not notebook.exists():
+                mark_failure(notebook, error)
+        first = planned.alerts[0]
+        record = RunRecord(
+            incident_id=incident_id(group.group_key, group.starts_at, _incident_alertname(group)),
+            runbook=runbook.id,
+            runbook_hash=runbook_hash,
+            status=execution.status,
+            started_at=execution.started_at,
+            finished_at=execution.finished_at,
+            duration_seconds=round(execution.duration_seconds, 3),
+            source=_recorded_source(parameters["source"], config),
+            alert_name=parameters["alert_name"],
+            severity=parameters["severity"],
+            service=first.labels.get("service"),
+            alert_status=parameters["status"],
+            labels=parameters["labels"],
+            error=execution.error,
+            group_key=group.group_key,
+            alert_starts_at=group.starts_at,
+            lookback=parameters["lookback"],
+            baseline=parameters["baseline"],
+        ).with_findings(findings)
+        return archive.commit(staging, record, findings)  # the archive writes findings.json
 
 
 def _recorded_source(source: str, config: Config) -> str:

@@ -27,7 +27,8 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -160,6 +161,13 @@ class KernelPool:
     starts a kernel on demand once they are used up. ``size`` background threads start them,
     so kernels are started as many at a time as there are runs to use them, as before there
     was a pool.
+
+    A replacement waits while a run is going and another kernel is ready: starting a kernel
+    and its imports takes a core for 2 to 3 s, which slowed the run it was started beside (a
+    warm high-latency run on 2 cores: 5.3 s with the replacement started as the run took its
+    kernel; docs/performance.md). It starts at once when no kernel is left ready, so the next
+    alert never waits for a kernel the pool could have been starting. A run's kernel is taken
+    with :meth:`lease`, which tells the pool when the run has ended.
     """
 
     def __init__(
@@ -177,7 +185,10 @@ class KernelPool:
         self._ready: queue.Queue[WarmKernel | BaseException] = queue.Queue()
         self._wanted: queue.Queue[bool] = queue.Queue()
         self._pending = 0
+        self._running = 0  # kernels taken whose runs have not ended
+        self._starting = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._closed = threading.Event()
         self._threads = [
             threading.Thread(target=self._starter, name=f"warm-kernel-{n}", daemon=True)
@@ -195,25 +206,55 @@ class KernelPool:
 
     def _starter(self) -> None:
         while self._wanted.get() and not self._closed.is_set():
+            with self._changed:
+                self._changed.wait_for(self._may_start)
+                self._starting += 1
             try:
                 kernel: WarmKernel | BaseException = start_warm_kernel(
                     self.kernel_name, preload=self.preload
                 )
             except Exception as exc:  # handed to the run that takes it, which records it
                 kernel = exc
+            finally:
+                with self._lock:
+                    self._starting -= 1
             if self._closed.is_set():
                 if isinstance(kernel, WarmKernel):
                     kernel.discard()
                 return
             self._ready.put(kernel)
 
+    def _may_start(self) -> bool:
+        """Whether a kernel may start now: no run to slow down, or none ready for the next."""
+        return self._closed.is_set() or self._running == 0 or self._ready.qsize() == 0
+
     @property
     def ready(self) -> int:
         """How many kernels are started and waiting for a run."""
         return self._ready.qsize()
 
+    @property
+    def starting(self) -> int:
+        """How many kernels are being started now."""
+        return self._starting
+
+    @contextmanager
+    def lease(self) -> Iterator[WarmKernel]:
+        """A kernel for one run (:meth:`take`), the run counted as going until the block ends."""
+        with self._changed:
+            self._running += 1
+        try:
+            yield self.take()
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
     def take(self) -> WarmKernel:
         """A warm kernel, waiting for one being started; a new one if none is coming.
+
+        Runs take theirs with :meth:`lease`: a kernel taken here alone does not hold back the
+        start of its replacement.
 
         A kernel that failed to start, or died while it waited (killed, out of memory), is not
         handed to a run: one is started for it instead, and only if that fails too does the run
@@ -228,6 +269,8 @@ class KernelPool:
         if self.refill and not self._closed.is_set():
             self._want()
         kernel = self._ready.get()
+        with self._changed:  # one fewer ready: a deferred replacement may have to start now
+            self._changed.notify_all()
         if isinstance(kernel, WarmKernel) and kernel.alive:
             return kernel
         if isinstance(kernel, WarmKernel):
@@ -242,7 +285,9 @@ class KernelPool:
 
     def close(self) -> None:
         """Shut down the kernels not taken; those taken are ended by their runs."""
-        self._closed.set()
+        with self._changed:
+            self._closed.set()
+            self._changed.notify_all()
         for _ in self._threads:
             self._wanted.put(False)
         for thread in self._threads:
