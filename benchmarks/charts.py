@@ -1,7 +1,7 @@
 """What one chart costs: ``charts.to_png`` against matplotlib's Agg draw of the same figure.
 
 The floor is ``FigureCanvasAgg.draw()`` alone: the rendering a PNG cannot do without. On top
-of it ``to_png`` lays the chart out (one measuring pass, :class:`~workbooks.notebook.charts.
+of it ``to_png`` lays the chart out (one measuring pass, :class:`~workbooks.notebook.png.
 TightOnce`) and stores it with a 256-colour palette. ``savefig`` with matplotlib's own tight
 layout and PNG writer (the way before issue 12) is printed beside it. Median of ``--runs`` per
 chart kind, in ms.

@@ -4,12 +4,11 @@ Each function returns a :class:`Chart`, a matplotlib ``Figure`` that IPython dis
 it is a cell's value. Charts never touch pyplot: no backend is selected here, nothing is forced
 to Agg (an inline or widget backend chosen by the notebook stays as it is), the inline backend
 does not show a chart twice, and a long-lived worker does not accumulate open figures. PNG is
-rendered by matplotlib's Agg canvas, which needs no display; :func:`to_png` gives the bytes.
+rendered by :mod:`workbooks.notebook.png` on an Agg canvas; :func:`to_png` gives the bytes.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import textwrap
 from datetime import UTC
@@ -19,14 +18,13 @@ import pandas as pd
 from matplotlib import dates as mdates
 from matplotlib import ticker
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
-from matplotlib.layout_engine import TightLayoutEngine
 from matplotlib.lines import Line2D
-from PIL import Image
 
 from .analysis import Onset, TimeLike, to_wide
+from .png import Chart, TightOnce, to_png
+
+__all__ = ["Chart", "no_data", "ranked_bars", "timeseries", "to_png"]
 
 WIDTH_IN, HEIGHT_IN, DPI = 9.0, 3.5, 100
 ALERT_COLOUR, ONSET_COLOUR, LIMIT_COLOUR, MARKER_COLOUR = "#d62728", "0.1", "#7f0000", "0.45"
@@ -35,64 +33,6 @@ SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c
 SERIES_COLOURS += ("#bcbd22", "#17becf")
 HIGHLIGHT_COLOUR, BAR_COLOUR = "#d62728", "#9aaec8"
 _GIB, _MIB, _KIB = 2**30, 2**20, 2**10
-
-
-class TightOnce(TightLayoutEngine):
-    """matplotlib's tight layout, measured once for a chart of one Axes.
-
-    ``TightLayoutEngine`` measures every Axes twice: a second pass for its ``rect`` that gives
-    the same margins when the figure holds one Axes, as every chart here does. That pass was
-    about a tenth of a chart's cost (three charts: 187 -> 165 ms). Other figures, or a canvas
-    that cannot lend its renderer, get matplotlib's own engine.
-    """
-
-    def execute(self, fig: Figure) -> None:
-        axes = [ax for ax in fig.axes if ax.get_visible()]
-        spec = axes[0].get_subplotspec() if len(axes) == 1 else None
-        get_renderer = getattr(fig.canvas, "get_renderer", None)
-        if spec is None or get_renderer is None:
-            return super().execute(fig)
-        pad = self._params["pad"] * FontProperties(size="medium").get_size_in_points() / 72
-        width, height = fig.get_size_inches()
-        slot = spec.get_position(fig)
-        tight = axes[0].get_tightbbox(get_renderer(), for_layout_only=True)
-        tight = fig.transFigure.inverted().transform_bbox(tight)
-        left = max(slot.xmin - tight.xmin, 0) + pad / width
-        right = max(tight.xmax - slot.xmax, 0) + pad / width
-        bottom = max(slot.ymin - tight.ymin, 0) + pad / height
-        top = max(tight.ymax - slot.ymax, 0) + pad / height
-        if left + right < 1 and bottom + top < 1:
-            fig.subplots_adjust(left=left, right=1 - right, bottom=bottom, top=1 - top)
-        return None
-
-
-class Chart(Figure):
-    """A Figure that renders itself as PNG in IPython, with no pyplot involved."""
-
-    def _repr_png_(self) -> bytes:
-        return to_png(self)
-
-
-def to_png(figure: Figure) -> bytes:
-    """The figure as PNG bytes, at its own size and dpi, stored with a 256-colour palette.
-
-    One draw on an Agg canvas (the layout engine runs inside it), then Pillow's fast-octree
-    palette and its default compression: about a third of the bytes of matplotlib's own RGBA
-    PNG at no visible cost for these charts, and less than half the time of ``savefig`` and a
-    median-cut palette (a 6-series chart: 219 -> 81 ms; docs/performance.md).
-    """
-    original = figure.canvas
-    canvas = FigureCanvasAgg(figure)
-    try:
-        canvas.draw()
-        size = canvas.get_width_height(physical=True)
-        image = Image.frombuffer("RGBA", size, canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-    finally:
-        figure.set_canvas(original)
-    buffer = io.BytesIO()
-    palette.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def timeseries(
