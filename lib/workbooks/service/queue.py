@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
 from huey import RedisHuey, SqliteHuey
-from huey.consumer import Consumer
+from huey.consumer import Consumer, Worker
 
 from workbooks.archive.store import ALERT_FILE, Archive
 from workbooks.core.alert import parse_alert_group
@@ -22,13 +23,51 @@ from workbooks.service.intake import Intake, QueuedRun, alert_fingerprint
 
 QUEUE_FILE = "queue.sqlite"
 QUEUE_NAME = "workbooks"
-# An idle SQLite queue is polled at most this far apart: the pickup latency of a new run.
+# An idle SQLite queue is polled at most this far apart: the pickup latency of a run queued
+# by another process (a run queued by this one wakes its thread workers at once).
 MAX_POLL_SECONDS = 0.2
 log = logging.getLogger(__name__)
 
 
+class WakeableWorker(Worker):
+    """huey's worker, whose wait between polls of an idle queue ends when ``wake`` is set.
+
+    The service's thread workers share the intake's process: a run it queues wakes them, so
+    its pickup waits for no poll (0 to 0.2 s before, 0.1 s on average). Forked process workers
+    hold a copy of the event that is never set, and poll as huey does.
+    """
+
+    wake: threading.Event | None = None
+
+    def sleep(self) -> None:
+        if self.wake is None:
+            super().sleep()
+            return
+        if not self.wake.wait(min(self.delay, self.max_delay)):
+            self.delay *= self.backoff
+        elif not self.stop_flag.is_set():  # stopping: left set, for every worker to see
+            self.wake.clear()
+            self.delay = self.default_delay
+
+
 class QueueConsumer(Consumer):
     """huey's consumer, leaving the signals to uvicorn: the service stops it itself."""
+
+    worker_class = WakeableWorker
+
+    def __init__(self, huey: Any, *, wake: threading.Event, **options: Any) -> None:
+        self._wake = wake
+        super().__init__(huey, **options)
+
+    def _create_worker(self) -> WakeableWorker:
+        worker = super()._create_worker()
+        worker.wake = self._wake
+        return worker
+
+    def stop(self, graceful: bool = False) -> None:
+        self.stop_flag.set()
+        self._wake.set()  # no worker waits out its poll delay before it sees the flag
+        super().stop(graceful)
 
     def _set_signal_handlers(self) -> None:
         pass
@@ -50,6 +89,7 @@ class RunQueue:
                 QUEUE_NAME, filename=str(archive_dir / QUEUE_FILE), results=False
             )
         self._task: Any = None
+        self._wake = threading.Event()  # set when this process queues a run
 
     def register(self, function: Any) -> None:
         self._task = self.huey.task(name="run_workbook")(function)
@@ -66,6 +106,7 @@ class RunQueue:
                 id=run.task_id,
             )
         )
+        self._wake.set()
 
     def consumer(
         self, workers: int, worker_type: Literal["thread", "process"], *, shutdown_timeout: float
@@ -73,6 +114,7 @@ class RunQueue:
         """The workers that drain this queue (not started): they poll an idle queue quickly."""
         return QueueConsumer(
             self.huey,
+            wake=self._wake,
             workers=workers,
             worker_type=worker_type,
             periodic=False,
