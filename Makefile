@@ -12,6 +12,9 @@ $(BIN)/workbook: pyproject.toml
 	@touch $@
 
 setup: $(BIN)/workbook  ## a virtualenv with the package and its test tools
+	@# The package's bytecode: where PYTHONDONTWRITEBYTECODE is set (containers, CI), every
+	@# process and kernel would compile it again, 0.15-0.3 s each (docs/performance.md).
+	@$(BIN)/python -m compileall -q lib
 
 demo: setup  ## run the high-latency workbook on its bundled demo incident, offline
 	$(BIN)/workbook demo
