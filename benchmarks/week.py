@@ -162,6 +162,8 @@ def run_week(scratch: Path, *, series: int, days: int) -> dict[str, Any]:
     record = json.loads(stdout)
     record = record[0] if isinstance(record, list) else record
     folder = Path(record["path"])
+    if record["status"] != "succeeded":
+        raise RuntimeError(f"the 7-day run {record['status']}: {record.get('error')}\n{stderr}")
     manifest = json.loads((folder / "evidence" / "manifest.json").read_text(encoding="utf-8"))
     memory_entries = [e for e in manifest["entries"] if e["name"] == "memory_by_instance"]
     findings = json.loads((folder / "findings.json").read_text(encoding="utf-8"))
