@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from test_service import wait_for
 from workbooks.archive.store import Archive
 from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config
@@ -113,26 +114,19 @@ def test_a_run_gets_a_new_kernel_when_its_warm_one_failed_or_died(tmp_path: Path
     assert seen["cwd"] == str(tmp_path / "run")
 
 
-def wait_until(condition, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen in {seconds:g} s"
-        time.sleep(0.05)
-
-
 def test_a_replacement_waits_for_the_run_while_another_kernel_is_ready(tmp_path: Path) -> None:
     with KernelPool(2) as pool:
-        wait_until(lambda: pool.ready == 2, "two kernels ready")
+        wait_for(lambda: pool.ready == 2, 60, "two kernels ready")
         with pool.lease() as first:
             time.sleep(1.0)
             # The run has a core to itself: a kernel is ready for the next alert.
             assert (pool.ready, pool.starting) == (1, 0)
             with pool.lease() as second:
                 # None left ready: the replacements start now, beside the runs.
-                wait_until(lambda: pool.starting == 2, "both replacements starting", 5)
+                wait_for(lambda: pool.starting == 2, 5, "both replacements starting")
                 second.discard()  # as its run would
             first.discard()
-        wait_until(lambda: pool.ready == 2, "both replacements ready")
+        wait_for(lambda: pool.ready == 2, 60, "both replacements ready")
 
 
 def test_a_kernel_that_cannot_preload_says_what_failed() -> None:

@@ -163,11 +163,12 @@ class KernelPool:
     was a pool.
 
     A replacement waits while a run is going and another kernel is ready: starting a kernel
-    and its imports takes a core for 2 to 3 s, which slowed the run it was started beside (a
-    warm high-latency run on 2 cores: 5.3 s with the replacement started as the run took its
-    kernel; docs/performance.md). It starts at once when no kernel is left ready, so the next
-    alert never waits for a kernel the pool could have been starting. A run's kernel is taken
-    with :meth:`lease`, which tells the pool when the run has ended.
+    and its imports takes a core for 2 to 3 s, which slowed the run it was started beside (warm
+    high-latency runs on 2 cores, the two ways alternating: 3.02 s with the replacement started
+    as the run took its kernel, 2.52 s with it held back; docs/performance.md). It starts at
+    once when no kernel is left ready, so the next alert never waits for a kernel the pool
+    could have been starting. A run's kernel is taken with :meth:`lease`, which tells the pool
+    when the run has ended.
     """
 
     def __init__(

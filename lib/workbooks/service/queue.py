@@ -43,8 +43,8 @@ class WakeableWorker(Worker):
         if self.wake is None:
             super().sleep()
             return
-        if not self.wake.wait(min(self.delay, self.max_delay)):
-            self.delay *= self.backoff
+        if not self.wake.wait(self.delay):
+            self.delay = min(self.delay * self.backoff, self.max_delay)
         elif not self.stop_flag.is_set():  # stopping: left set, for every worker to see
             self.wake.clear()
             self.delay = self.default_delay
