@@ -19,8 +19,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from workbooks.core.config import read_yaml
 from workbooks.core.errors import ConfigError, QueryFailedError
 
 # `{name}` with an identifier inside; PromQL's own braces always hold a matcher (`{a="b"}`).
@@ -148,7 +147,7 @@ def read_query_files(directory: Traversable | Path) -> dict[str, CatalogQuery]:
         key=lambda item: item.name,
     )
     for item in files:
-        raw = yaml.safe_load(item.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(item.read_text(encoding="utf-8")) or {}
         if not isinstance(raw, Mapping):
             raise ConfigError(
                 f"{QUERIES_DIR}/{item.name} must map query names to entries (title, unit, query)"
