@@ -28,6 +28,9 @@ import os, sys
 print(json.dumps({
     "cwd": os.getcwd(),
     "evidence": os.environ.get("WORKBOOKS_EVIDENCE_DIR"),
+    "now": os.environ.get("WORKBOOKS_NOW"),
+    "stale": os.environ.get("WORKBOOKS_PROBE_STALE"),
+    "names": sorted(name for name in globals() if not name.startswith("_")),
     "pandas_loaded": "pandas" in sys.modules,
     "left_by_a_previous_run": "secret_of_the_last_incident" in globals(),
 }))
@@ -81,9 +84,26 @@ def test_each_run_gets_its_folder_environment_and_a_kernel_of_its_own(tmp_path: 
     assert counts[0] == 1 and counts == sorted(counts)
 
 
-def test_a_pool_without_refill_starts_a_kernel_when_it_runs_out(tmp_path: Path) -> None:
+def test_a_warm_kernel_runs_with_the_settings_of_now_not_of_its_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`workbook test` pins WORKBOOKS_NOW per case: a kernel started before sees the new one."""
     notebook = probe_notebook(tmp_path)
-    with KernelPool(1, refill=False) as pool:
+    monkeypatch.setenv("WORKBOOKS_PROBE_STALE", "set when the kernel started")
+    monkeypatch.delenv("WORKBOOKS_NOW", raising=False)
+    with KernelPool(1, runs=1) as pool:
+        wait_for(lambda: pool.ready == 1, 60, "a kernel ready")
+        monkeypatch.delenv("WORKBOOKS_PROBE_STALE")
+        monkeypatch.setenv("WORKBOOKS_NOW", "2026-11-20T15:00:00+00:00")
+        seen, _ = run_probe(tmp_path / "run", notebook, pool)
+    assert seen["now"] == "2026-11-20T15:00:00+00:00"
+    assert seen["stale"] is None, "a setting removed since the kernel started is still there"
+    assert not {"settings", "key"} & set(seen["names"]), "the set-up left names in the notebook"
+
+
+def test_a_pool_for_one_run_starts_a_kernel_when_it_runs_out(tmp_path: Path) -> None:
+    notebook = probe_notebook(tmp_path)
+    with KernelPool(1, runs=1) as pool:
         run_probe(tmp_path / "run-1", notebook, pool)
         seen, _ = run_probe(tmp_path / "run-2", notebook, pool)
     assert seen["cwd"] == str(tmp_path / "run-2")
@@ -105,7 +125,7 @@ if _first and {how!r} == "dies":
 def test_a_run_gets_a_new_kernel_when_its_warm_one_failed_or_died(tmp_path: Path, how: str) -> None:
     notebook = probe_notebook(tmp_path)
     preload = FIRST_FAILS.format(flag=str(tmp_path / "started-once"), how=how)
-    with KernelPool(1, refill=False, preload=preload) as pool:
+    with KernelPool(1, runs=1, preload=preload) as pool:
         deadline = time.monotonic() + 60
         while not pool.ready and time.monotonic() < deadline:
             time.sleep(0.1)

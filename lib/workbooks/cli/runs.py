@@ -36,7 +36,7 @@ def warm_kernel() -> KernelPool:
     """
     from workbooks.running.warm import KernelPool
 
-    return KernelPool(1, refill=False)
+    return KernelPool(1, runs=1)
 
 
 @click.command()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import tempfile
 import threading
@@ -101,14 +102,29 @@ def start_warm_kernel(
     return kernel
 
 
+SETTINGS_PREFIX = "WORKBOOKS_"
+
+
 def prepare(kernel: WarmKernel, *, cwd: Path, env: Mapping[str, str]) -> None:
-    """Put the kernel in the run's folder with the run's environment, invisibly to the notebook."""
-    code = (
-        "import os as _workbooks_os\n"
-        f"_workbooks_os.chdir({str(cwd)!r})\n"
-        f"_workbooks_os.environ.update({dict(env)!r})\n"
-        "del _workbooks_os\n"
+    """Put the kernel in the run's folder with the run's environment, invisibly to the notebook.
+
+    The package's settings (``WORKBOOKS_*``) are this process's as they are now, as a kernel
+    started now would inherit them, not as they were when the warm kernel started: a setting
+    changed or removed since (``WORKBOOKS_NOW`` pinned for one case of ``workbook test``) is
+    changed or removed in the kernel too. ``env`` goes on top.
+    """
+    settings = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIX)}
+    settings.update(env)
+    body = (
+        "import os\n"
+        f"settings = {settings!r}\n"
+        f"os.chdir({str(cwd)!r})\n"
+        f"for key in [k for k in os.environ if k.startswith({SETTINGS_PREFIX!r})]:\n"
+        "    if key not in settings:\n"
+        "        del os.environ[key]\n"
+        "os.environ.update(settings)\n"
     )
+    code = f"exec({body!r}, {{}})"  # in a namespace of its own: the notebook's stays empty
     _silent(kernel, code, timeout=START_TIMEOUT_SECONDS)
 
 
@@ -156,10 +172,11 @@ def _silent(kernel: WarmKernel, code: str, *, timeout: float) -> None:
 class KernelPool:
     """``size`` warm kernels kept ready; :meth:`take` hands one out for one run.
 
-    With ``refill`` (a service), every kernel taken is replaced in the background; without it
-    (a one-shot command), the kernels started up front are all there is, and :meth:`take`
-    starts a kernel on demand once they are used up. ``size`` background threads start them,
-    so kernels are started as many at a time as there are runs to use them, as before there
+    ``runs`` is how many runs the pool is for: it starts no more kernels than that, and
+    :meth:`take` starts one on demand for a run beyond them. None (a service): every kernel
+    taken is replaced in the background, for as long as the pool is open. ``workbook run``
+    is one run, ``workbook test`` one per case. ``size`` background threads start them, so
+    kernels are started as many at a time as there are runs to use them, as before there
     was a pool.
 
     A replacement waits while a run is going and another kernel is ready: starting a kernel
@@ -177,12 +194,13 @@ class KernelPool:
         *,
         kernel_name: str = "python3",
         preload: str = PRELOAD,
-        refill: bool = True,
+        runs: int | None = None,
     ) -> None:
         self.size = size
         self.kernel_name = kernel_name
         self.preload = preload
-        self.refill = refill
+        self.runs = runs
+        self._wants = 0  # kernels asked of the starter threads so far
         self._ready: queue.Queue[WarmKernel | BaseException] = queue.Queue()
         self._wanted: queue.Queue[bool] = queue.Queue()
         self._pending = 0
@@ -195,7 +213,7 @@ class KernelPool:
             threading.Thread(target=self._starter, name=f"warm-kernel-{n}", daemon=True)
             for n in range(size)
         ]
-        for _ in range(size):
+        for _ in range(size if runs is None else min(size, runs)):
             self._want()
         for thread in self._threads:
             thread.start()
@@ -203,6 +221,7 @@ class KernelPool:
     def _want(self) -> None:
         with self._lock:
             self._pending += 1
+            self._wants += 1
         self._wanted.put(True)
 
     def _starter(self) -> None:
@@ -267,7 +286,7 @@ class KernelPool:
                 self._pending -= 1
         if not coming:
             return start_warm_kernel(self.kernel_name, preload=self.preload)
-        if self.refill and not self._closed.is_set():
+        if (self.runs is None or self._wants < self.runs) and not self._closed.is_set():
             self._want()
         kernel = self._ready.get()
         with self._changed:  # one fewer ready: a deferred replacement may have to start now
