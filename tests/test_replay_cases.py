@@ -9,6 +9,7 @@ cannot go stale silently (re-record after a runbook's queries change).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ import pytest
 from conftest import CASES, CASES_DIR, assert_same_evidence
 from workbooks.archive.store import Archive
 from workbooks.core.config import load_config
-from workbooks.synthetic.check import run_case
+from workbooks.running.warm import KernelPool
+from workbooks.synthetic.check import case_kernels, run_case
 from workbooks.synthetic.lab import prometheus_available
 from workbooks.synthetic.recording import record_cases
 from workbooks.synthetic.scenarios import Case
@@ -38,14 +40,22 @@ def test_every_case_is_recorded_with_its_alert_and_a_small_evidence_folder() -> 
         assert size < 512_000, f"{case.id} evidence is {size} bytes"
 
 
+@pytest.fixture(scope="module")
+def kernels() -> Iterator[KernelPool]:
+    """Kernels as `workbook test` gives them: each case its own, started while the last ran."""
+    with case_kernels(CASES) as pool:
+        yield pool
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_replayed_case_names_the_planted_cause(case: Case, tmp_path: Path) -> None:
+def test_replayed_case_names_the_planted_cause(
+    case: Case, tmp_path: Path, kernels: KernelPool
+) -> None:
     config = load_config().model_copy(update={"archive": str(tmp_path / "archive")})
     evidence = CASES_DIR / case.id / "evidence"
-    result = run_case(
-        case, source=str(evidence), archive=Archive(config.archive_dir), config=config
-    )
+    archive = Archive(config.archive_dir)
+    result = run_case(case, source=str(evidence), archive=archive, config=config, kernels=kernels)
     assert result.status == "succeeded", result.reason
     record = json.loads((Path(result.run_path) / "run.json").read_text())
     assert record["source"] == str(evidence)  # read from the recording, not a Prometheus

@@ -23,6 +23,7 @@ from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config, load_config
 from workbooks.core.errors import SourceUnavailableError, UnknownRunbookError
 from workbooks.running.runner import run_alert
+from workbooks.running.warm import KernelPool
 from workbooks.synthetic.lab import prometheus_available, start_prometheus
 from workbooks.synthetic.scenarios import Case, runbook
 
@@ -110,14 +111,30 @@ def select_cases(runbook_id: str, scenario: str | None = None) -> list[Case]:
     return chosen
 
 
-def run_case(case: Case, *, source: str, archive: Archive, config: Config) -> CaseResult:
-    """Run the workbook on `case`'s alert against `source` and judge its findings."""
+def run_case(
+    case: Case,
+    *,
+    source: str,
+    archive: Archive,
+    config: Config,
+    kernels: KernelPool | None = None,
+) -> CaseResult:
+    """Run the workbook on `case`'s alert against `source` and judge its findings.
+
+    ``kernels`` gives the run a warm kernel (see :func:`case_kernels`); without it the run
+    starts its own.
+    """
     started = time.monotonic()
     scenario = case.scenario
     group = parse_alert_group(scenario.alert_payload())
     with pinned_now(scenario.end.isoformat()):
         (record,) = run_alert(
-            group, config=config, archive=archive, source=source, runbook_id=case.runbook
+            group,
+            config=config,
+            archive=archive,
+            source=source,
+            kernels=kernels,
+            runbook_id=case.runbook,
         )
     findings = archive.show(record.run_id)["findings"]
     reason = judge(case, findings) if record.status == "succeeded" else _failure(record)
@@ -153,11 +170,24 @@ def check_runbook(runbook: str, *, scenario: str | None = None, workdir: Path) -
     workdir = Path(workdir)
     config = load_config().model_copy(update={"archive": str(workdir / "archive")})
     archive = Archive(config.archive_dir)
-    server = start_prometheus([case.scenario for case in cases], workdir / "prometheus")
-    try:
-        return [run_case(case, source=server.url, archive=archive, config=config) for case in cases]
-    finally:
-        server.stop()
+    with case_kernels(cases) as kernels:
+        server = start_prometheus([case.scenario for case in cases], workdir / "prometheus")
+        try:
+            return [
+                run_case(case, source=server.url, archive=archive, config=config, kernels=kernels)
+                for case in cases
+            ]
+        finally:
+            server.stop()
+
+
+def case_kernels(cases: Sequence[Case]) -> KernelPool:
+    """Warm kernels for running ``cases`` one after another: one ready, the next starting.
+
+    Each case still gets a kernel of its own, but it was started while the case before ran
+    (or while Prometheus loaded the cases), on the core that run left idle.
+    """
+    return KernelPool(1, runs=len(cases))
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from workbooks.archive.store import EVIDENCE_DIR, Archive
 from workbooks.core.config import load_config
-from workbooks.synthetic.check import CaseResult, run_case
+from workbooks.synthetic.check import CaseResult, case_kernels, run_case
 from workbooks.synthetic.lab import start_prometheus
 from workbooks.synthetic.scenarios import Case, all_cases
 
@@ -31,13 +31,16 @@ def record_cases(target: Path, cases: Sequence[Case] | None = None) -> list[Case
     """
     cases = list(all_cases() if cases is None else cases)
     results = []
-    with tempfile.TemporaryDirectory(prefix="workbooks-cases-") as scratch:
+    scratch_folder = tempfile.TemporaryDirectory(prefix="workbooks-cases-")
+    with scratch_folder as scratch, case_kernels(cases) as kernels:
         config = load_config().model_copy(update={"archive": str(Path(scratch) / "archive")})
         archive = Archive(config.archive_dir)
         server = start_prometheus([case.scenario for case in cases], Path(scratch) / "prometheus")
         try:
             for case in cases:
-                result = run_case(case, source=server.url, archive=archive, config=config)
+                result = run_case(
+                    case, source=server.url, archive=archive, config=config, kernels=kernels
+                )
                 if result.run_path is None:
                     raise RuntimeError(f"case {case.id}: the run left no archive folder")
                 _keep(case, Path(result.run_path) / EVIDENCE_DIR, Path(target) / case.id)
