@@ -29,6 +29,7 @@ from workbooks.synthetic.scenarios import (
     causes,
     make_scenario,
     runbooks,
+    write_history,
     write_openmetrics,
 )
 from workbooks.synthetic.scenarios.accuracy_drop import EVAL_SETS
@@ -167,6 +168,32 @@ def test_write_openmetrics_merges_families_and_refuses_a_repeated_service(tmp_pa
     )
     with pytest.raises(ValueError, match="distinct services"):
         write_openmetrics([scenarios[0], scenarios[0]], tmp_path / "twice.om")
+
+
+def test_history_for_promtool_is_cut_by_block_and_holds_every_sample_once(tmp_path: Path) -> None:
+    scenarios = [
+        make_scenario("high-memory", "leak", onset=ONSET, service="a"),
+        make_scenario("high-latency", "slow_route", onset=ONSET, service="b", days_between=7),
+    ]
+    files = write_history(scenarios, tmp_path / "history")
+    whole = parse(write_openmetrics(scenarios, tmp_path / "h.om").read_text())
+    cut: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for path in files:
+        text = path.read_text()
+        assert text.endswith("# EOF\n")
+        samples = parse(text)
+        blocks = {t // 7200 for series in samples.values() for t, _ in series}
+        assert len(blocks) == 1, f"{path.name} spans blocks {sorted(blocks)}"
+        families = {name.split("{")[0] for name in samples}
+        headers = re.findall(r"^# TYPE (\S+)", text, flags=re.MULTILINE)
+        assert len(headers) == len(set(headers))
+        assert all(any(name.startswith(h) for h in headers) for name in families)
+        for name, series in samples.items():
+            cut[name] += series
+    assert len(files) > 2, "a week between baseline and incident is more than two blocks"
+    assert cut == whole  # every sample, once, each series still in time order
+    with pytest.raises(ValueError, match="distinct services"):
+        write_history([scenarios[0], scenarios[0]], tmp_path / "twice")
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ with Prometheus 2.42 in test_scenarios.py).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -24,12 +25,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from workbooks.synthetic.scenarios import Scenario, write_openmetrics
+from workbooks.synthetic.scenarios import Scenario, write_history
 
 READY_TIMEOUT_SECONDS = 15.0
 
@@ -115,28 +117,26 @@ class PrometheusServer:
 def start_prometheus(scenarios: Sequence[Scenario], workdir: Path) -> PrometheusServer:
     """Backfill `scenarios` into a fresh TSDB under `workdir` and serve it on a free port."""
     workdir.mkdir(parents=True, exist_ok=True)
-    return serve_history(write_openmetrics(scenarios, workdir / "history.om"), workdir)
+    return serve_history(write_history(scenarios, workdir / "history"), workdir)
 
 
-def serve_history(history: Path, workdir: Path, *, backfill: bool = True) -> PrometheusServer:
-    """Backfill an OpenMetrics file (ending with ``# EOF``) under `workdir` and serve it.
+def serve_history(
+    history: Path | Sequence[Path], workdir: Path, *, backfill: bool = True
+) -> PrometheusServer:
+    """Backfill OpenMetrics files (each ending with ``# EOF``) under `workdir` and serve them.
 
-    ``backfill=False`` serves what an earlier call backfilled into the same `workdir`.
+    Files cut by TSDB block (:func:`write_history`) are backfilled as many at a time as there
+    are cores. ``backfill=False`` serves what an earlier call backfilled into the same
+    `workdir`.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     started = time.monotonic()
     promtool_output = ""
     if backfill:
-        completed = subprocess.run(
-            ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(history), str(data)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        promtool_output = completed.stdout + completed.stderr
-        if completed.returncode != 0:
-            raise RuntimeError(f"promtool failed ({completed.returncode}):\n{promtool_output}")
+        files = [history] if isinstance(history, Path) else list(history)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            promtool_output = "".join(pool.map(lambda file: _backfill(file, data), files))
     backfill_seconds = time.monotonic() - started
     config = workdir / "prometheus.yml"
     config.write_text(_CONFIG)
@@ -172,6 +172,20 @@ def serve_history(history: Path, workdir: Path, *, backfill: bool = True) -> Pro
         time.sleep(0.05)
     server.ready_seconds = time.monotonic() - started
     return server
+
+
+def _backfill(history: Path, data: Path) -> str:
+    """promtool's blocks of one OpenMetrics file, into `data`; what it printed."""
+    completed = subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(history), str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    if completed.returncode != 0:
+        raise RuntimeError(f"promtool failed on {history} ({completed.returncode}):\n{output}")
+    return output
 
 
 def _free_port() -> int:

@@ -31,6 +31,7 @@ from workbooks.synthetic.scenarios.scenario import (
     Cause,
     Scenario,
     make_scenario,
+    write_history,
     write_openmetrics,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "make_scenario",
     "runbook",
     "runbooks",
+    "write_history",
     "write_openmetrics",
 ]
 

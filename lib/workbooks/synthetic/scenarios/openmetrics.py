@@ -3,7 +3,7 @@
 A `Family` is one metric family (name, type, help) and the function that writes its series for
 one fleet; a `Group` is series written together, timestamp by timestamp (a histogram's buckets,
 count and sum). `render` puts every scenario's groups of a family under one header, as
-OpenMetrics requires.
+OpenMetrics requires; `render_spans` cuts that text by time, one text per TSDB block.
 """
 
 from __future__ import annotations
@@ -38,24 +38,38 @@ class Family:
 
 def render(blocks: Iterable[tuple[Family, list[Group]]]) -> str:
     """The text of every (family, groups) block, one header per family, ending with # EOF."""
+    return render_spans(blocks, span_seconds=None).get(0, "# EOF\n")
+
+
+def render_spans(
+    blocks: Iterable[tuple[Family, list[Group]]], *, span_seconds: int | None
+) -> dict[int, str]:
+    """:func:`render`'s text cut by time: {span number: a whole OpenMetrics text}.
+
+    Span ``n`` holds the samples from ``n * span_seconds`` (inclusive) to the next span, with
+    the headers of the families it has samples of. ``None``: one span, number 0.
+    """
     # OpenMetrics forbids interleaving families, so all scenarios' series of a family go under
     # one header; each series' samples stay in time order, which is all promtool needs.
     by_name: dict[str, tuple[Family, list[Group]]] = {}
     for family, groups in blocks:
         by_name.setdefault(family.name, (family, []))[1].extend(groups)
-    lines: list[str] = []
+    spans: dict[int, list[str]] = {}
     for family, groups in by_name.values():
-        if not groups:
-            continue
-        lines += [f"# TYPE {family.name} {family.type}", f"# HELP {family.name} {family.help}"]
+        header = [f"# TYPE {family.name} {family.type}", f"# HELP {family.name} {family.help}"]
+        started: set[int] = set()
         for prefixes, values, times in groups:
             for index, timestamp in enumerate(times):
+                span = int(float(timestamp)) // span_seconds if span_seconds else 0
+                lines = spans.setdefault(span, [])
+                if span not in started:
+                    started.add(span)
+                    lines += header
                 lines.extend(
                     f"{prefix} {series[index]} {timestamp}"
                     for prefix, series in zip(prefixes, values, strict=True)
                 )
-    lines.append("# EOF\n")
-    return "\n".join(lines)
+    return {span: "\n".join([*lines, "# EOF\n"]) for span, lines in sorted(spans.items())}
 
 
 def ints(values: np.ndarray) -> list[str]:
