@@ -17,10 +17,11 @@ from test_service import wait_for
 from workbooks.archive.store import Archive
 from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config
+from workbooks.core.errors import RunFailedError
 from workbooks.core.paths import DEMO_ALERT_FILE, demo_dir
 from workbooks.running.execution import execute_notebook
 from workbooks.running.runner import run_alert
-from workbooks.running.warm import KernelPool, start_warm_kernel
+from workbooks.running.warm import KernelPool, prepare, start_warm_kernel
 
 # Prints what a run's notebook sees of its kernel, then leaves a variable behind.
 PROBE = """\
@@ -99,6 +100,20 @@ def test_a_warm_kernel_runs_with_the_settings_of_now_not_of_its_start(
     assert seen["now"] == "2026-11-20T15:00:00+00:00"
     assert seen["stale"] is None, "a setting removed since the kernel started is still there"
     assert not {"settings", "key"} & set(seen["names"]), "the set-up left names in the notebook"
+
+
+def test_a_failed_set_up_says_so_without_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBOOKS_DATABASE_URL", "postgresql://u:pw-Never-Shown@127.0.0.1/db")
+    kernel = start_warm_kernel()
+    try:
+        with pytest.raises(RunFailedError) as raised:
+            prepare(kernel, cwd=tmp_path / "no-such-folder", env={})
+    finally:
+        kernel.discard()
+    assert "set-up" in str(raised.value) and "no-such-folder" in str(raised.value)
+    assert "pw-Never-Shown" not in str(raised.value)
 
 
 def test_a_pool_for_one_run_starts_a_kernel_when_it_runs_out(tmp_path: Path) -> None:

@@ -95,7 +95,14 @@ def start_warm_kernel(
             )
         )
         kernel = WarmKernel(manager, kernel_log)
-        _silent(kernel, preload, timeout=PRELOAD_TIMEOUT_SECONDS)
+        _silent(
+            kernel,
+            preload,
+            timeout=PRELOAD_TIMEOUT_SECONDS,
+            what=repr(preload.splitlines()[0]),
+            hint="; check the package imports in this environment "
+            "(python -c 'import workbooks.notebook.incident')",
+        )
     except BaseException:
         WarmKernel(manager, kernel_log).discard()
         raise
@@ -125,10 +132,11 @@ def prepare(kernel: WarmKernel, *, cwd: Path, env: Mapping[str, str]) -> None:
         "os.environ.update(settings)\n"
     )
     code = f"exec({body!r}, {{}})"  # in a namespace of its own: the notebook's stays empty
-    _silent(kernel, code, timeout=START_TIMEOUT_SECONDS)
+    # Never the code in a message: it holds the settings, credentials among them.
+    _silent(kernel, code, timeout=START_TIMEOUT_SECONDS, what="the run's set-up (folder, settings)")
 
 
-def _silent(kernel: WarmKernel, code: str, *, timeout: float) -> None:
+def _silent(kernel: WarmKernel, code: str, *, timeout: float, what: str, hint: str = "") -> None:
     """Run ``code`` as a silent request (no execution count, no broadcast); raise if it fails.
 
     Liveness is the kernel's process, not the client's heartbeat: on a loaded machine a
@@ -163,9 +171,8 @@ def _silent(kernel: WarmKernel, code: str, *, timeout: float) -> None:
     content = reply["content"]
     if content["status"] != "ok":
         raise RunFailedError(
-            f"a warm kernel could not run {code.splitlines()[0]!r}: {content.get('ename')}: "
-            f"{content.get('evalue')}; check the package imports in this environment "
-            "(python -c 'import workbooks.notebook.incident')"
+            f"a warm kernel could not run {what}: {content.get('ename')}: "
+            f"{content.get('evalue')}{hint}"
         )
 
 
