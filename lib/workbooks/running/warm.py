@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,10 +54,12 @@ IOPUB_PROBE_SECONDS = 0.02
 
 @dataclass(eq=False)
 class WarmKernel:
-    """A started kernel with :data:`PRELOAD` done, and the file its output goes to."""
+    """A started kernel with :data:`PRELOAD` done, the file its output goes to, and the
+    package's settings (``WORKBOOKS_*``) it started with."""
 
     manager: AsyncKernelManager
     log: IO[bytes]
+    settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -85,16 +87,17 @@ def start_warm_kernel(
     """Start a kernel and run ``preload`` in it; raises :class:`RunFailedError` if it fails."""
     kernel_log = tempfile.TemporaryFile()  # noqa: SIM115  (the WarmKernel owns it)
     manager = AsyncKernelManager(kernel_name=kernel_name)
+    env = kernel_environment()
     try:
         asyncio.run(
             manager.start_kernel(
                 cwd=str(cwd or tempfile.gettempdir()),
-                env=kernel_environment(),
+                env=env,
                 stdout=kernel_log,
                 stderr=kernel_log,
             )
         )
-        kernel = WarmKernel(manager, kernel_log)
+        kernel = WarmKernel(manager, kernel_log, _settings(env))
         _silent(
             kernel,
             preload,
@@ -118,22 +121,25 @@ def prepare(kernel: WarmKernel, *, cwd: Path, env: Mapping[str, str]) -> None:
     The package's settings (``WORKBOOKS_*``) are this process's as they are now, as a kernel
     started now would inherit them, not as they were when the warm kernel started: a setting
     changed or removed since (``WORKBOOKS_NOW`` pinned for one case of ``workbook test``) is
-    changed or removed in the kernel too. ``env`` goes on top.
+    changed or removed in the kernel too; only those are sent. ``env`` goes on top.
     """
-    settings = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIX)}
-    settings.update(env)
+    now = _settings(os.environ)
+    changed = {k: v for k, v in now.items() if kernel.settings.get(k) != v} | dict(env)
+    removed = sorted(set(kernel.settings) - set(now) - set(changed))
     body = (
         "import os\n"
-        f"settings = {settings!r}\n"
         f"os.chdir({str(cwd)!r})\n"
-        f"for key in [k for k in os.environ if k.startswith({SETTINGS_PREFIX!r})]:\n"
-        "    if key not in settings:\n"
-        "        del os.environ[key]\n"
-        "os.environ.update(settings)\n"
+        f"os.environ.update({changed!r})\n"
+        f"for key in {removed!r}:\n"
+        "    os.environ.pop(key, None)\n"
     )
     code = f"exec({body!r}, {{}})"  # in a namespace of its own: the notebook's stays empty
-    # Never the code in a message: it holds the settings, credentials among them.
+    # Never the code in a message: a changed setting may be a credential.
     _silent(kernel, code, timeout=START_TIMEOUT_SECONDS, what="the run's set-up (folder, settings)")
+
+
+def _settings(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(SETTINGS_PREFIX)}
 
 
 def _silent(kernel: WarmKernel, code: str, *, timeout: float, what: str, hint: str = "") -> None:
