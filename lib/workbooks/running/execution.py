@@ -25,8 +25,9 @@ from papermill.exceptions import PapermillExecutionError
 
 from workbooks.core.errors import RunFailedError
 from workbooks.core.findings import Finding, summary_markdown
+from workbooks.running.engine import ENGINE_NAME, register_engine
 from workbooks.running.kernels import Watchdog, kernel_manager_class
-from workbooks.running.warm import ENGINE_NAME, WarmKernel, prepare, register_engine
+from workbooks.running.warm import WarmKernel, prepare
 
 ErrorKind = Literal["exception", "cell-timeout", "run-timeout", "dead-kernel", "internal"]
 ERROR_TAG = "workbooks-error"
