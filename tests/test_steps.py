@@ -367,6 +367,28 @@ def test_correlate_says_a_rollout_the_change_does_not_follow() -> None:
     assert "rolled out" in finding.title and "does not follow it" in finding.title
 
 
+def test_no_build_changed_says_which_version_it_means_beside_a_model_that_did() -> None:
+    case = incident()
+    changes = {"api-0": 1.0, "api-1": 3.0, "api-2": 1.0, "api-3": 2.9}
+    no_builds = model_info([]).current[:0].rename(columns={"model_version": "version"})
+
+    steps.correlate_rollouts(
+        case, model_info(["api-1", "api-3"]), changes, onset=ONSET, severity="critical"
+    )
+    steps.correlate_rollouts(
+        case,
+        result("builds", no_builds, no_builds, ""),
+        changes,
+        onset=ONSET,
+        severity="critical",
+        label="version",
+    )
+
+    named, none = case.findings
+    assert named.subject["model_version"] == "2.4.0"
+    assert none.title == "No service build (version) changed in the window"
+
+
 # --- the runbooks on the cases they were not tuned to ---------------------------------------------
 
 
@@ -576,7 +598,7 @@ def test_high_latency_with_nothing_standing_out_is_inconclusive_not_a_guess() ->
     (verdict,) = [f for f in case.findings if f.title.startswith("Nothing checked here")]
     assert verdict.severity == "warning"  # the symptom is still there
     assert "p99 by route: spread" in verdict.detail
-    assert "rollouts: no model_version changed" in verdict.detail
+    assert "rollouts: no model version (model_version) changed" in verdict.detail
     assert ranked(case.findings)[0].severity == "critical"  # the symptom, not a made-up cause
 
 

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 NEAR_BEFORE = timedelta(minutes=20)
 NEAR_AFTER = timedelta(minutes=10)
 MOVED_WITH, MOVED_WITHOUT = 2 / 3, 1 / 3
+# What a version label stands for, in a sentence: "No version changed" beside a model_version
+# that did change reads as a contradiction at 3 a.m.
+LABEL_NAMES = {"version": "service build", "model_version": "model version"}
 
 
 @dataclass(frozen=True)
@@ -222,16 +225,17 @@ def correlate_rollouts(
 
 
 def _no_rollout(incident: Incident, versions: QueryResult, *, label: str) -> None:
+    name = LABEL_NAMES.get(label, "version")
     incident.record(
         Finding(
             severity="info",
-            title=f"No {label} changed in the window",
+            title=f"No {name} ({label}) changed in the window",
             subject={"service": incident.service},
             metric=versions.name,
             recommendation="Look at other changes: config, dependencies, traffic.",
         )
     )
-    checked(incident, f"rollouts: no {label} changed in the window")
+    checked(incident, f"rollouts: no {name} ({label}) changed in the window")
 
 
 def _ruled_out(
