@@ -178,6 +178,18 @@ def test_ranked_bars_lists_a_label_value_without_baseline():
     to_png(figure)
 
 
+def test_ratios_spanning_decades_read_as_plain_multiples_on_a_log_axis():
+    table = pd.DataFrame({"route": ["/v1/chat", "/v1/embed", "/v1/vision"], "ratio": [40, 0.5, 2]})
+    figure = ranked_bars(table, label="route", title="Which route failed")
+    ax = figure.axes[0]
+    to_png(figure)  # the labels are set when the chart is drawn
+
+    assert ax.get_xscale() == "log"
+    labels = [tick.get_text() for tick in ax.get_xticklabels() if tick.get_text()]
+    assert {"1x", "10x"} <= set(labels), labels
+    assert not any("$" in label for label in labels)  # no mathtext ("10^1")
+
+
 def test_no_data_says_so_visibly():
     figure = no_data("Queue depth", "no data for queue_depth: sum(inference_queue_depth)")
     assert any(t.get_text().startswith("no data for queue_depth") for t in figure.axes[0].texts)

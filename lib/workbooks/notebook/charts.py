@@ -170,6 +170,8 @@ def ranked_bars(
     finite = values[np.isfinite(values)]
     if is_ratio and len(finite) and finite.min() > 0 and finite.max() / finite.min() > 10:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_Times())
+        ax.xaxis.set_minor_formatter(_Times())
     if is_ratio:
         ax.axvline(1.0, color="0.2", lw=1.0, label="baseline (1.0x)")
     for position, number in zip(positions, values, strict=True):
@@ -223,6 +225,15 @@ def _titles(ax: Axes, title: str, subtitle: str | None) -> None:
     ax.set_title(title, loc="left", fontsize=11, fontweight="bold", pad=16 if subtitle else 6)
     if subtitle:
         ax.text(0, 1.02, _short(subtitle, 150), transform=ax.transAxes, fontsize=8.5, color="0.35")
+
+
+class _Times(ticker.LogFormatter):
+    """A log axis of ratios labelled as plain multiples ("0.5x", "10x"), on the ticks matplotlib
+    labels. Its default writes 10^1 as mathtext, whose parser takes 0.2 s to build in each
+    kernel, and a ratio reads better as "10x" at 3 a.m."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}x" if super().__call__(x, pos) else ""
 
 
 def _is_long(data: pd.DataFrame | pd.Series | None) -> bool:
