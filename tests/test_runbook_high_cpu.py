@@ -166,6 +166,7 @@ def _wait_until(moment: datetime) -> None:
     time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
 
 
+@pytest.mark.alone  # another test beside it would be a busy neighbour of its own
 def test_workbook_tells_a_busy_neighbour_from_a_busy_service_instance(
     tmp_path: Path, lab_config: Any
 ) -> None:
