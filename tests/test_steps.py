@@ -430,6 +430,20 @@ def test_high_latency_blames_the_version_when_exactly_its_instances_slowed() -> 
     assert top.cause == "rollout"
     assert top.subject == {"model_version": "2.4.0", "instance": ["api-1", "api-3"]}
     assert len(causes(case.findings)) == 1  # the instances' own finding is its symptom
+    (slow,) = [f for f in case.findings if f.subject == {"instance": ["api-1", "api-3"]}]
+    assert slow.recommendation is not None
+    assert slow.recommendation.startswith("Drain api-1, api-3 and replace them; compare their")
+
+
+@pytest.mark.parametrize(
+    ("values", "advice"),
+    [
+        (["api-1"], "Drain api-1 and replace it; compare its logs."),
+        (["api-1", "api-3"], "Drain api-1, api-3 and replace them; compare their logs."),
+    ],
+)
+def test_a_recommendation_speaks_of_one_culprit_or_several(values: list[str], advice: str) -> None:
+    assert steps.fill("Drain {values} and replace {it}; compare {its} logs.", values) == advice
 
 
 def test_high_memory_blames_the_version_the_stepped_pods_loaded() -> None:

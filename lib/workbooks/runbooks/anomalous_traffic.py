@@ -176,9 +176,9 @@ def clients(incident: Incident, by_client: QueryResult) -> steps.Breakdown | Non
         what="request rate",
         unit="req/s",
         cause="traffic",
-        recommendation="Throttle client {values} at the API gateway to its usual rate (a "
-        "per-client rate limit), then ask its owner what changed; if its key looks abused, "
-        "revoke the key and issue a new one.",
+        recommendation="Throttle client {values} at the API gateway to {its} usual rate (a "
+        "per-client rate limit), then ask {its} owner what changed; if a key looks abused, "
+        "revoke it and issue a new one.",
     )
     origin.excess_chart(incident, by_client, by="client_id")
     return found
@@ -225,8 +225,8 @@ def tokens(
         severity=limits.ladder("tokens_change"),
         cause="security",
         recommendation="Cap the tokens per request of client {values} at the gateway (max "
-        "input tokens), review its recent prompts for scraping or prompt stuffing, and "
-        "revoke its key if it is not its owner calling.",
+        "input tokens), review {its} recent prompts for scraping or prompt stuffing, and "
+        "revoke {its} key if it is not {its} owner calling.",
     )
     incident.record(replace(made, detail=_request_rate_detail(incident, by_client, found)))
     return found
@@ -263,8 +263,8 @@ def routes(incident: Incident, by_route: QueryResult) -> steps.Breakdown | None:
         what="request rate",
         unit="req/s",
         cause="external",
-        recommendation="Find who stopped calling {values}: the clients that use it (their "
-        "recent app releases), the upstream or gateway route in front of it; a client-side "
+        recommendation="Find who stopped calling {values}: the clients that use {it} (their "
+        "recent app releases), the upstream or gateway route in front of {it}; a client-side "
         "release that broke it is rolled back on their side.",
     )
 

@@ -143,8 +143,8 @@ def where(
         severity=limits.ladder("cpu_ratio"),
         cause="instance",
         recommendation=(
-            "Profile {values} while it burns (py-spy dump --pid <pid>, or kubectl exec <pod> "
-            "-- py-spy dump --pid 1), then restart it (kubectl delete pod {values})."
+            "Profile {values} while busy (py-spy dump --pid <pid>, or kubectl exec <pod> "
+            "-- py-spy dump --pid 1), then restart {it} (kubectl delete pod {values})."
         ),
     )
     # Explained by a version named above: its fix is the rollback, not a restart.

@@ -279,8 +279,8 @@ def dependencies(incident: Incident, upstreams: QueryResult, onset: analysis.Ons
             found,
             what="Errors",
             cause="dependency",
-            recommendation="Check upstream {values}: its dashboard, status page and recent "
-            "deploys, and page its owners. Meanwhile open its circuit breaker or serve a "
+            recommendation="Check upstream {values}: {its} dashboard, status page and recent "
+            "deploys, and page {its} owners. Meanwhile open {its} circuit breaker or serve a "
             "fallback so the service stops answering 503.",
         )
 
@@ -311,8 +311,8 @@ def models(
         suffix=also,
         cause="data" if found.by == "modality" else "dependency",
         recommendation="Read the model server's errors for {values}: a bad input type or "
-        "preprocessing, or the model failing to load. Route it away from the failing model, "
-        "or turn it off behind its flag, until it is fixed.",
+        "preprocessing, or the model failing to load. Route {it} away from the failing model, "
+        "or turn {it} off behind {its} flag, until the model is fixed.",
         subject=both,
     )
 
@@ -331,15 +331,15 @@ def where(
             by_route,
             "route",
             "config",
-            "Read the 5xx logs of {values}: a recent change to its handler, its config or a "
-            "feature flag? Roll it back or turn the route off behind its flag.",
+            "Read the 5xx logs of {values}: a recent change to {its} handler, {its} config or a "
+            "feature flag? Roll the change back or turn {it} off behind {its} flag.",
         ),
         (
             by_instance,
             "instance",
             "instance",
-            "Drain {values} (take it out of the load balancer) and replace it; compare its logs "
-            "and host metrics with a healthy instance's.",
+            "Drain {values} (take {it} out of the load balancer) and replace {it}; compare {its} "
+            "logs and host metrics with a healthy instance's.",
         ),
     ):
         found = judge.split(incident, result, label, onset, "5xx share")

@@ -170,14 +170,14 @@ def where(
             by_route,
             "route",
             "dependency",
-            "Look at what {values} calls (model, preprocessing, downstream store) and at recent "
-            "changes to it.",
+            "Look at the model, preprocessing and downstream stores behind {values}, and at "
+            "recent changes to {it}.",
         ),
         (
             by_instance,
             "instance",
             "instance",
-            "Drain {values} and replace it; compare its host metrics with the others'.",
+            "Drain {values} and replace {it}; compare {its} host metrics with the others'.",
         ),
     ):
         steps.breakdown(

@@ -39,6 +39,7 @@ from workbooks.runbooks.steps.rollout import (
 from workbooks.runbooks.steps.text import (
     change_of,
     change_text,
+    fill,
     join,
     plural,
     points_text,
@@ -68,6 +69,7 @@ __all__ = [
     "conclude",
     "correlate_rollouts",
     "culprit_finding",
+    "fill",
     "join",
     "judge_rollout",
     "plural",

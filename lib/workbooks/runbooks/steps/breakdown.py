@@ -25,7 +25,7 @@ import pandas as pd
 from workbooks.core.findings import Cause, Finding, Severity
 from workbooks.notebook import analysis, charts
 from workbooks.runbooks.steps.ladder import Direction
-from workbooks.runbooks.steps.text import change_of, change_text, join, plural
+from workbooks.runbooks.steps.text import change_of, change_text, fill, join, plural
 from workbooks.runbooks.steps.trail import as_severe_as_symptom, checked
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def breakdown(
     the end. With culprits, records one finding naming them (subject ``{by: [values]}``, kind
     ``cause``, severity from ``severity`` on their change) unless an earlier cause finding names
     exactly these values for ``by`` (a rollout): then it is recorded as a warning symptom.
-    ``recommendation`` may hold ``{values}``, replaced by the culprits.
+    ``recommendation`` may hold ``{values}``, ``{it}`` and ``{its}``, filled in by :func:`fill`.
     When the change is spread, records an info finding (``{by: "*"}``); when nothing moved, a
     check on the trail only. None when the result or its baseline is empty.
     """
@@ -279,7 +279,7 @@ def culprit_finding(
         observed=float(worst["current"]),
         baseline=float(worst["baseline"]),
         unit=unit,
-        recommendation=recommendation.replace("{values}", join(values)) if recommendation else None,
+        recommendation=fill(recommendation, values) if recommendation else None,
         cause=None if explained else cause,
     )
     if explained and made.severity == "critical":

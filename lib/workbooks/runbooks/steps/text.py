@@ -13,6 +13,17 @@ def join(values: Sequence[str]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+def fill(template: str, values: Sequence[str]) -> str:
+    """A recommendation for the culprits: ``{values}`` as :func:`join` writes them, ``{it}`` as
+    "it" or "them" and ``{its}`` as "its" or "their": "Drain api-1, api-3 and replace them"."""
+    many = len(values) > 1
+    return (
+        template.replace("{values}", join(values))
+        .replace("{its}", "their" if many else "its")
+        .replace("{it}", "them" if many else "it")
+    )
+
+
 def plural(label: str, count: int) -> str:
     """``route`` or ``routes``; ``instance`` or ``instances``; ``modality`` or ``modalities``."""
     if count == 1:
