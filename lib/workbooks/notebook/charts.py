@@ -229,8 +229,8 @@ def _titles(ax: Axes, title: str, subtitle: str | None) -> None:
 
 class _Times(ticker.LogFormatter):
     """A log axis of ratios labelled as plain multiples ("0.5x", "10x"), on the ticks matplotlib
-    labels. Its default writes 10^1 as mathtext, whose parser takes 0.2 s to build in each
-    kernel, and a ratio reads better as "10x" at 3 a.m."""
+    labels: a ratio reads better as "10x" than as matplotlib's default 10^1, which is mathtext
+    (a parser built in every kernel that draws one)."""
 
     def __call__(self, x: float, pos: int | None = None) -> str:
         return f"{x:g}x" if super().__call__(x, pos) else ""

@@ -265,7 +265,7 @@ def routes(incident: Incident, by_route: QueryResult) -> steps.Breakdown | None:
         cause="external",
         recommendation="Find who stopped calling {values}: the clients that use {it} (their "
         "recent app releases), the upstream or gateway route in front of {it}; a client-side "
-        "release that broke it is rolled back on their side.",
+        "release that broke {it} is rolled back on their side.",
     )
 
 
