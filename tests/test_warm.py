@@ -169,7 +169,10 @@ def test_a_kernel_that_cannot_preload_says_what_failed() -> None:
         start_warm_kernel(preload="import no_such_module")
 
 
-def test_demo_runs_on_a_warm_kernel_as_on_a_fresh_one(tmp_path: Path) -> None:
+def test_demo_runs_on_a_warm_kernel_as_on_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # where a kernel keeps history
     payload = (demo_dir("high-latency") / DEMO_ALERT_FILE).read_text(encoding="utf-8")
     config = Config(archive=str(tmp_path / "archive"))
     records = {}
@@ -196,3 +199,6 @@ def test_demo_runs_on_a_warm_kernel_as_on_a_fresh_one(tmp_path: Path) -> None:
     ]
     assert images[0] == images[1] > 0, "every chart is in the warm run's artifact"
     assert list((warm.path / "evidence").iterdir()), "the evidence went to the run's folder"
+    # The artifact is the record of a run's cells: no kernel kept them in IPython's history too.
+    assert (tmp_path / "ipython").is_dir()
+    assert not list((tmp_path / "ipython").rglob("history.sqlite"))

@@ -22,6 +22,10 @@ from jupyter_client.manager import AsyncKernelManager
 # memory the evidence writer hands back) took a 7-day, 1,000-series run's kernel from 496 to
 # 430 MB at its peak (benchmarks/week.py). The environment's own values win.
 KERNEL_MEMORY_ENV = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+# A run's cells are its artifact: IPython's history would also keep every run's cells, with
+# their alerts, in one SQLite file of the user's (~/.ipython), growing with every incident and
+# written by every kernel at once. Kernels opened in JupyterLab are not started here.
+KERNEL_ARGUMENTS = ("--HistoryManager.enabled=False",)
 
 
 def kernel_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -100,6 +104,7 @@ def kernel_manager_class(
     class RunKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]
             kwargs.update(cwd=str(cwd), env=kernel_environment(env), stdout=log, stderr=log)
+            kwargs["extra_arguments"] = [*(kwargs.get("extra_arguments") or []), *KERNEL_ARGUMENTS]
             await super().start_kernel(**kwargs)
             watchdog.attach(self)
 

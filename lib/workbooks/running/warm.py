@@ -35,7 +35,7 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
 from workbooks.core.errors import RunFailedError
-from workbooks.running.kernels import kernel_environment
+from workbooks.running.kernels import KERNEL_ARGUMENTS, kernel_environment
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def start_warm_kernel(
                 env=env,
                 stdout=kernel_log,
                 stderr=kernel_log,
+                extra_arguments=list(KERNEL_ARGUMENTS),
             )
         )
         kernel = WarmKernel(manager, kernel_log, _settings(env))
