@@ -12,10 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Imported now, not by its plugin's terminal summary after the tests: Python 3.11.7's ast.parse
-# can raise "AST constructor recursion depth mismatch" once threads have run (cpython#106905,
-# pytest#10763), and pytest parses a module it imports late to rewrite its asserts.
-import hypothesis  # noqa: F401
 import pytest
 
 from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
