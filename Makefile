@@ -29,14 +29,15 @@ lint: setup  ## ruff, and the notebook contract on every runbook (workbook lint)
 
 # The suite on pytest-xdist workers, a test file each: one more worker than cores (at most 4),
 # as a good part of the suite waits on real time (a tmpfs filling, a lock pile-up, a storm
-# spread over 30 s) and leaves its core to the others. Then the tests that measure this host's
+# spread over 30 s) and leaves its core to the others. The longest files go first, in the
+# order tests/conftest.py gives them (LONGEST_FILES). Then the tests that measure this host's
 # CPU, alone: a test beside them would be the busy neighbour they look for. Both parts always
 # run; the exit status is the last failure's.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(len(os.sched_getaffinity(0)) + 1, 4))')
 
 test: setup system-deps lint  ## every test: units, notebooks as stored (nbval), end to end on a real Prometheus
 	@status=0; \
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not alone" || status=$$?; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not alone" || status=$$?; \
 	$(BIN)/pytest -m alone || status=$$?; \
 	exit $$status
 
