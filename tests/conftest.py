@@ -60,8 +60,10 @@ def assert_same_evidence(fresh: Path, recorded: Path) -> None:
 # first part with every test's start and end logged, at e385199). They run first: pytest-xdist
 # hands a worker a whole file and, by default, the files with most tests first, which left
 # test_scale.py (2 tests, 4 minutes) to start 15 minutes in while the other workers sat idle.
-# Longest first, as `make test` runs them (`--no-loadscope-reorder`): 1,129 s -> about 970 s in
-# a replay of that run's test times. The rest follow in their usual order.
+# Longest first, as `make test` runs them (`--no-loadscope-reorder`). On 2 cores the suite is
+# bound by CPU and it gains little (fresh-clone CI, the first part: 18 min 57 s -> 18 min 44 s);
+# replaying that run's test times predicts more where cores are spare (4 workers: 832 -> 722 s).
+# The rest follow in their usual order.
 LONGEST_FILES = {
     "test_replay_cases.py": 500,
     "test_e2e_runbooks.py": 354,

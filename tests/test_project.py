@@ -61,3 +61,13 @@ def test_every_cli_command_is_documented_and_has_help() -> None:
         if isinstance(command, click.Group):
             for sub in command.commands:
                 assert f"workbook {name} {sub}" in readme
+
+
+def test_what_threads_import_late_is_not_rewritten_by_pytest() -> None:
+    """pytest parses a module's source to rewrite its asserts when it is first imported, in
+    whatever thread imports it, and Python 3.11.7's ast.parse is not safe in two threads at once
+    (cpython#106905). A served page imports anyio's file module late, in uvicorn's thread: it
+    must not go through pytest, as it did while pytest autoloaded anyio's plugin (pyproject)."""
+    import anyio._core._fileio
+
+    assert type(anyio._core._fileio.__loader__).__name__ != "AssertionRewritingHook"
