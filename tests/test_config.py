@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from workbooks.core.config import PROJECT_ROOT, PrometheusSettings, load_config, now
+from workbooks.core.config import PrometheusSettings, load_config, now
 from workbooks.core.errors import ConfigError
+from workbooks.core.paths import PROJECT_ROOT
 
 TOKEN = "tok-3f9a1c-SECRET"
 PASSWORD = "pw-hunter2-SECRET"

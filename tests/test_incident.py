@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from workbooks.core.config import Config, PrometheusSettings, parse_duration
+from workbooks.core.config import Config, PrometheusSettings
+from workbooks.core.durations import parse_duration
 from workbooks.core.errors import ConfigError
 from workbooks.notebook.catalog import Catalog
 from workbooks.notebook.incident import Incident

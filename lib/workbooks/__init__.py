@@ -8,8 +8,6 @@ package is cheap: pandas and matplotlib load only when an incident is opened.
 from __future__ import annotations
 
 import sys
-from importlib.abc import MetaPathFinder
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from workbooks.core.errors import (
@@ -34,13 +32,16 @@ from workbooks.core.errors import (
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
-class _PapermillWithoutRemoteStores(MetaPathFinder):
+class _PapermillWithoutRemoteStores:
     """papermill.iorw imports pyarrow.fs (for hdfs:// notebooks) and papermill.s3 (boto3) when
     they are installed: about 0.2 s of every process that runs a notebook, competing with the
     kernel's start. Runs here read and write local notebooks only (the archive's s3:// is our
     own fsspec code), so only papermill's own import of those two is refused: papermill then
     registers its "missing dependency" handlers, as it does when they are absent. Anything else
     importing pyarrow.fs or boto3, in the same process or later, gets them as usual.
+
+    A finder is any object with ``find_spec``: not subclassing ``importlib.abc.MetaPathFinder``
+    spares every process importing that module (with importlib.resources: 40 ms, issue 12).
     """
 
     _REFUSED = frozenset({"pyarrow", "pyarrow.fs", "papermill.s3"})
@@ -68,10 +69,6 @@ if not any(isinstance(finder, _PapermillWithoutRemoteStores) for finder in sys.m
 if TYPE_CHECKING:
     from workbooks.notebook.incident import Incident
 
-try:
-    __version__ = version("incident-workbooks")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "ArchiveError",
@@ -88,6 +85,16 @@ __all__ = [
     "__version__",
     "open_incident",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``workbooks.__version__``, looked up when asked for: importlib.metadata costs every
+    process 35 ms at import, and only the archive's records and ``--version`` need it."""
+    if name == "__version__":
+        from workbooks.archive.records import package_version
+
+        return package_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_incident(runbook: str, **parameters: Any) -> Incident:

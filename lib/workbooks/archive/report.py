@@ -36,9 +36,9 @@ from workbooks.archive.store import (
     package_version,
     write_atomically,
 )
-from workbooks.core.config import PROJECT_ROOT
 from workbooks.core.errors import ArchiveError, WorkbooksError
 from workbooks.core.findings import format_value, ranked
+from workbooks.core.paths import PROJECT_ROOT
 
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
 TEMPLATE_NAME = "report"

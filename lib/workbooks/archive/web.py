@@ -38,9 +38,11 @@ from starlette.templating import Jinja2Templates
 from workbooks.archive.access import MAX_REQUEST_HEAD_BYTES, Guard, ReaderAccess, check_exposure
 from workbooks.archive.report import CONTENT_SECURITY_POLICY, ReportCache
 from workbooks.archive.store import EVIDENCE_DIR, NOTEBOOK_FILE, Archive, IncidentSummary, RunRecord
-from workbooks.core.config import PROJECT_ROOT, load_config, parse_duration
+from workbooks.core.config import load_config
+from workbooks.core.durations import parse_duration
 from workbooks.core.errors import ConfigError, RunNotFoundError, WorkbooksError
 from workbooks.core.findings import SEVERITIES
+from workbooks.core.paths import PROJECT_ROOT
 
 WEB_TEMPLATES = PROJECT_ROOT / "templates" / "web"
 STATUSES = ("firing", "resolved", "succeeded", "failed")

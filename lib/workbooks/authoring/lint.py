@@ -21,7 +21,7 @@ from workbooks.authoring.skeleton import (
     SECTIONS,
     parameter_values,
 )
-from workbooks.core.config import parse_duration
+from workbooks.core.durations import parse_duration
 from workbooks.core.errors import ConfigError
 from workbooks.notebook.catalog import Catalog
 from workbooks.running.parameters import Parameters

@@ -31,8 +31,8 @@ from workbooks.authoring.skeleton import (
     summary_cell,
     summary_of_findings_cells,
 )
-from workbooks.core.config import PROJECT_ROOT
 from workbooks.core.errors import AuthoringError
+from workbooks.core.paths import PROJECT_ROOT
 from workbooks.running.routing import load_runbooks
 
 TEMPLATES_DIR = PROJECT_ROOT / "templates" / "new"

@@ -12,10 +12,9 @@ import logging
 
 import click
 
-from workbooks.archive.store import package_version
 from workbooks.cli import authoring, postmortem, runs, testing
 from workbooks.cli.common import Session, WorkbookGroup, session_options
-from workbooks.core.config import parse_duration
+from workbooks.core.durations import parse_duration
 
 __all__ = ["main", "parse_duration"]
 
@@ -25,7 +24,7 @@ __all__ = ["main", "parse_duration"]
     params=session_options(),
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.version_option(package_version(), prog_name="workbook")
+@click.version_option(package_name="incident-workbooks", prog_name="workbook")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Incident workbooks: run parameterized runbook notebooks for alerts, and archive them.

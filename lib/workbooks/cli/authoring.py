@@ -9,9 +9,8 @@ from typing import Any
 
 import click
 
-from workbooks.core.config import PROJECT_ROOT
 from workbooks.core.errors import WorkbooksError
-from workbooks.running.routing import GROUPS
+from workbooks.core.paths import PROJECT_ROOT, RUNBOOK_GROUPS
 
 EXIT_LINT_ERRORS = 1
 EXIT_BAD_INPUT = 2
@@ -26,7 +25,7 @@ def _alertnames(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option(
     "--group",
     required=True,
-    type=click.Choice(GROUPS),
+    type=click.Choice(RUNBOOK_GROUPS),
     help="The runbook index group it belongs to.",
 )
 @click.option(

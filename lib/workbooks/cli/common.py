@@ -16,12 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from workbooks.archive.store import Archive, RunRecord
-from workbooks.core.config import Config, load_config, parse_duration
+from workbooks.core.durations import parse_duration
 from workbooks.core.errors import (
     BadAlertError,
     ConfigError,
@@ -30,6 +29,10 @@ from workbooks.core.errors import (
     WorkbooksError,
 )
 from workbooks.core.findings import SEVERITY_ICONS, Finding, ranked
+
+if TYPE_CHECKING:  # the archive and the config load pydantic: commands import them when they run
+    from workbooks.archive.store import Archive, RunRecord
+    from workbooks.core.config import Config
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -64,12 +67,16 @@ class Session:
     archive_dir: str | None = None  # a folder, or s3://bucket/prefix
 
     def config(self) -> Config:
+        from workbooks.core.config import load_config
+
         config = load_config(self.config_file)
         if self.archive_dir is not None:
             config = config.model_copy(update={"archive": self.archive_dir})
         return config
 
     def archive(self, config: Config | None = None) -> Archive:
+        from workbooks.archive.store import Archive
+
         return Archive.from_config(config or self.config())
 
 

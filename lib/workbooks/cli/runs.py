@@ -19,11 +19,11 @@ from workbooks.cli.common import (
     table,
     top_finding,
 )
-from workbooks.core.config import Config
 from workbooks.core.errors import UnknownRunbookError
 from workbooks.core.paths import DEMO_ALERT_FILE, bundled_demos, demo_dir
 
 if TYPE_CHECKING:
+    from workbooks.core.config import Config
     from workbooks.running.warm import KernelPool
 
 

@@ -40,9 +40,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,33 +56,10 @@ from workbooks.core.contacts import (
 )
 from workbooks.core.database import check_database_url
 from workbooks.core.errors import ConfigError
+from workbooks.core.paths import PROJECT_ROOT
 
 ENV_PREFIX = "WORKBOOKS_"
 DEFAULT_CONFIG_FILE = "workbooks.yaml"
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-
-
-# Prometheus' duration syntax: 30s, 5m, 2h, 1d, 1w, 1h30m.
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def parse_duration(text: str | timedelta) -> timedelta:
-    """``30m``, ``2h``, ``7d``, ``1h30m`` (Prometheus' units: ms s m h d w y) as a timedelta."""
-    if isinstance(text, timedelta):
-        duration = text
-    else:
-        value = str(text).strip()
-        if not value or _DURATION.sub("", value) != "":
-            raise ConfigError(
-                f"{text!r} is not a duration; write a number and a unit, such as 30m, 2h, 7d "
-                "or 1h30m"
-            )
-        seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(value))
-        duration = timedelta(seconds=seconds)
-    if duration < timedelta(seconds=1):
-        raise ConfigError(f"{text!r} is too short: a duration here is at least 1s")
-    return duration
 
 
 class PrometheusSettings(Settings):

@@ -11,16 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from workbooks.core.paths import RUNBOOK_GROUPS
+
 
 class Settings(BaseModel):
     """A block of the config file: frozen, and a misspelt key is an error, not ignored."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-# The runbook groups of the index (a notebook's metadata.workbooks.group), known here so that a
-# config naming a group that does not exist fails instead of silently falling back.
-RUNBOOK_GROUPS = ("service", "model", "infrastructure", "security", "mobile")
 
 
 class GroupEscalation(Settings):
@@ -104,7 +101,6 @@ class NotificationSettings(Settings):
 
 
 __all__ = [
-    "RUNBOOK_GROUPS",
     "Escalation",
     "EscalationSettings",
     "GroupEscalation",

@@ -8,8 +8,14 @@ them here, so a move of the folder is one change.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
+
+# The checkout (or install prefix) that holds notebooks/, templates/ and the default config.
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+# The runbook groups of the index (a notebook's metadata.workbooks.group), known here so that a
+# config naming a group that does not exist fails instead of silently falling back.
+RUNBOOK_GROUPS = ("service", "model", "infrastructure", "security", "mobile")
 
 DEMO_ALERT_FILE = "alert.json"
 DEMO_EVIDENCE_DIR = "evidence"
@@ -20,6 +26,8 @@ def demo_dir(runbook: str | None = None) -> Path:
 
     The folder may not exist: callers say what is bundled (:func:`bundled_demos`).
     """
+    from importlib import resources  # importlib.abc with it: 40 ms that --help does without
+
     root = Path(str(resources.files("workbooks").joinpath("demo")))
     return root / runbook if runbook else root
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from workbooks.core.config import Config, current_config, now, parse_duration
+from workbooks.core.config import Config, current_config, now
+from workbooks.core.durations import parse_duration
 from workbooks.core.errors import SourceError, SourceUnavailableError, WorkbooksError
 from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
 from workbooks.core.paths import runbook_group
@@ -115,8 +116,7 @@ class Incident:
         self.ends_at = utc(ends_at) if ends_at else None
         self.group_key = group_key
         self.fingerprints = list(fingerprints)
-        self.lookback = parse_duration(lookback)
-        self.baseline_offset = parse_duration(baseline)
+        self.lookback, self.baseline_offset = parse_duration(lookback), parse_duration(baseline)
         self.config = config or current_config()
         self.catalog = Catalog.load(self.config.queries)
         self.findings: list[Finding] = []

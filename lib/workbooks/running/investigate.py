@@ -30,7 +30,8 @@ import nbformat
 
 from workbooks.archive.store import EVIDENCE_DIR, NOTEBOOK_FILE, Archive, slug
 from workbooks.core.alert import AlertGroup
-from workbooks.core.config import Config, find_config_file, parse_duration
+from workbooks.core.config import Config, find_config_file
+from workbooks.core.durations import parse_duration
 from workbooks.core.errors import ArchiveError, ConfigError, WorkbooksError
 from workbooks.notebook.source_spec import archived_source, choose_source
 from workbooks.running.parameters import DEFAULT_BASELINE, Parameters

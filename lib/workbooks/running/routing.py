@@ -21,9 +21,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from workbooks.core.alert import Alert, AlertGroup
-from workbooks.core.config import Config, RoutingRule, parse_duration
-from workbooks.core.contacts import RUNBOOK_GROUPS
+from workbooks.core.config import Config, RoutingRule
+from workbooks.core.durations import parse_duration
 from workbooks.core.errors import ConfigError, UnknownRunbookError
+from workbooks.core.paths import RUNBOOK_GROUPS
 
 GROUPS = RUNBOOK_GROUPS  # a notebook's metadata.workbooks.group is one of these
 

@@ -22,10 +22,10 @@ import apprise
 import jinja2
 
 from workbooks.archive.store import NOTEBOOK_FILE, Archive, RunRecord
-from workbooks.core.config import PROJECT_ROOT, Config
+from workbooks.core.config import Config
 from workbooks.core.errors import ConfigError, WorkbooksError
 from workbooks.core.findings import Finding, ranked
-from workbooks.core.paths import runbook_group
+from workbooks.core.paths import PROJECT_ROOT, runbook_group
 from workbooks.core.redact import target_label
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "templates" / "notification.md.j2"
