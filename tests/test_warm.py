@@ -5,12 +5,16 @@ Real kernels throughout; a run on a warm kernel must leave the same artifact as 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
 from test_service import wait_for
@@ -162,6 +166,55 @@ def test_a_replacement_waits_for_the_run_while_another_kernel_is_ready(tmp_path:
                 second.discard()  # as its run would
             first.discard()
         wait_for(lambda: pool.ready == 2, 60, "both replacements ready")
+
+
+def kernels_marked(marker: str) -> list[psutil.Process]:
+    """Live processes whose environment carries ``marker`` (a kernel inherits its starter's)."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("WORKBOOKS_TEST_MARKER") == marker:
+                found.append(process)
+    return found
+
+
+def test_closing_a_pool_stops_a_kernel_still_importing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that fails on bad input after starting its kernel does not wait for the
+    kernel's imports: the start is stopped and the kernel's process is gone."""
+    marker = f"{os.getpid()}-{time.time_ns()}"
+    monkeypatch.setenv("WORKBOOKS_TEST_MARKER", marker)
+    pool = KernelPool(1, runs=1, preload="import time; time.sleep(120)")
+    pool.wait_launched()
+    wait_for(lambda: kernels_marked(marker), 30, "the kernel's process")
+    began = time.monotonic()
+    pool.close()
+    assert time.monotonic() - began < 60  # not the 120 s its imports would take
+    wait_for(lambda: not kernels_marked(marker), 10, "the kernel's process to end")
+
+
+def test_bad_input_after_the_kernel_started_leaves_no_kernel(tmp_path: Path) -> None:
+    """`workbook run` starts its kernel before reading the alert; a malformed alert is still
+    a clear error (exit 2), nothing is archived, and the kernel does not outlive the command."""
+    marker = f"{os.getpid()}-{time.time_ns()}"
+    alert = tmp_path / "alert.json"
+    alert.write_text('{"alerts": "not a list"}')
+    completed = subprocess.run(
+        [sys.executable, "-m", "workbooks", "run", "--alert", str(alert)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "WORKBOOKS_ARCHIVE": str(tmp_path / "archive"),
+            "WORKBOOKS_TEST_MARKER": marker,
+        },
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.startswith("error: ") and "alert" in completed.stderr
+    assert not (tmp_path / "archive").exists() or not any((tmp_path / "archive").iterdir())
+    wait_for(lambda: not kernels_marked(marker), 10, "no kernel left by the command")
 
 
 def test_a_kernel_that_cannot_preload_says_what_failed() -> None:

@@ -76,9 +76,18 @@ class WarmKernel:
 
 
 def start_warm_kernel(
-    kernel_name: str = "python3", *, preload: str = PRELOAD, cwd: Path | None = None
+    kernel_name: str = "python3",
+    *,
+    preload: str = PRELOAD,
+    cwd: Path | None = None,
+    launched: threading.Event | None = None,
+    cancel: threading.Event | None = None,
 ) -> WarmKernel:
-    """Start a kernel and run ``preload`` in it; raises :class:`RunFailedError` if it fails."""
+    """Start a kernel and run ``preload`` in it; raises :class:`RunFailedError` if it fails.
+
+    ``launched`` is set once the kernel's process is started (or its start failed), before its
+    imports; ``cancel``, when set, stops the wait for them and shuts the kernel down.
+    """
     kernel_log = tempfile.TemporaryFile()  # noqa: SIM115  (the WarmKernel owns it)
     manager = AsyncKernelManager(kernel_name=kernel_name)
     env = kernel_environment()
@@ -92,10 +101,13 @@ def start_warm_kernel(
                 extra_arguments=list(KERNEL_ARGUMENTS),
             )
         )
+        if launched is not None:
+            launched.set()
         kernel = WarmKernel(manager, kernel_log, _settings(env))
         _silent(
             kernel,
             preload,
+            cancel=cancel,
             timeout=PRELOAD_TIMEOUT_SECONDS,
             what=repr(preload.splitlines()[0]),
             hint="; check the package imports in this environment "
@@ -104,6 +116,9 @@ def start_warm_kernel(
     except BaseException:
         WarmKernel(manager, kernel_log).discard()
         raise
+    finally:
+        if launched is not None:
+            launched.set()  # failed before its process started: nobody waits for it
     return kernel
 
 
@@ -137,8 +152,17 @@ def _settings(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(SETTINGS_PREFIX)}
 
 
-def _silent(kernel: WarmKernel, code: str, *, timeout: float, what: str, hint: str = "") -> None:
-    """Run ``code`` as a silent request (no execution count, no broadcast); raise if it fails.
+def _silent(
+    kernel: WarmKernel,
+    code: str,
+    *,
+    timeout: float,
+    what: str,
+    hint: str = "",
+    cancel: threading.Event | None = None,
+) -> None:
+    """Run ``code`` as a silent request (no execution count, no broadcast); raise if it fails,
+    or as soon as ``cancel`` is set.
 
     Liveness is the kernel's process, not the client's heartbeat: on a loaded machine a
     heartbeat misses its second and ``wait_for_ready`` calls a starting kernel dead (seen with
@@ -152,8 +176,10 @@ def _silent(kernel: WarmKernel, code: str, *, timeout: float, what: str, hint: s
         msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
         while True:
             try:
-                reply = client.get_shell_msg(timeout=0.5)
+                reply = client.get_shell_msg(timeout=0.2)
             except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    raise RunFailedError("the kernel's start was cancelled") from None
                 if not kernel.alive:
                     raise RunFailedError(
                         "a warm kernel died while starting; its log says why "
@@ -217,6 +243,7 @@ class KernelPool:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._closed = threading.Event()
+        self._launched = threading.Event()  # the first kernel's process has started
         self._threads = [
             threading.Thread(target=self._starter, name=f"warm-kernel-{n}", daemon=True)
             for n in range(size)
@@ -239,7 +266,10 @@ class KernelPool:
                 self._starting += 1
             try:
                 kernel: WarmKernel | BaseException = start_warm_kernel(
-                    self.kernel_name, preload=self.preload
+                    self.kernel_name,
+                    preload=self.preload,
+                    launched=self._launched,
+                    cancel=self._closed,
                 )
             except Exception as exc:  # handed to the run that takes it, which records it
                 kernel = exc
@@ -255,6 +285,15 @@ class KernelPool:
     def _may_start(self) -> bool:
         """Whether a kernel may start now: no run to slow down, or none ready for the next."""
         return self._closed.is_set() or self._running == 0 or self._ready.qsize() == 0
+
+    def wait_launched(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Return once the first kernel's process has started (its imports go on in it).
+
+        A one-shot command waits here before its own imports: starting the process is Python
+        work in this process, which the command's imports would slow down while the kernel,
+        the longer path, waits for it (issue 12).
+        """
+        self._launched.wait(timeout)
 
     @property
     def ready(self) -> int:
@@ -312,7 +351,9 @@ class KernelPool:
             raise RunFailedError(f"no kernel could be started: {exc}") from exc
 
     def close(self) -> None:
-        """Shut down the kernels not taken; those taken are ended by their runs."""
+        """Shut down the kernels not taken and stop those being started (a command that
+        failed on bad input does not wait for their imports); those taken are ended by their
+        runs."""
         with self._changed:
             self._closed.set()
             self._changed.notify_all()
