@@ -8,6 +8,8 @@ same), 2 bad input (malformed alert, unknown runbook or id, bad config), and not
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 
 import click
@@ -17,6 +19,13 @@ from workbooks.cli.common import Session, WorkbookGroup, session_options
 from workbooks.core.durations import parse_duration
 
 __all__ = ["main", "parse_duration"]
+
+# When a command has returned, its run is archived and its output written; what is left is the
+# interpreter's teardown, whose garbage collections walk every object the command loaded
+# (papermill, nbformat, jsonschema, pydantic): 0.25 to 0.3 s of every cold `workbook demo` on a
+# loaded 2-core machine, 0.04 s with the objects frozen first. Frozen objects are left to the
+# operating system, as at any process exit; files and the archive are closed by then.
+atexit.register(gc.freeze)
 
 
 @click.group(
