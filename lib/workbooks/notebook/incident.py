@@ -9,6 +9,7 @@ becomes a finding, never a crash, so an unattended run still archives what it co
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -335,11 +336,10 @@ class Incident:
         return note
 
     def show(self, figure: Any) -> None:
-        """Show a chart in the notebook and free it (figures left open pile up)."""
-        import matplotlib.pyplot as plt
-
+        """Show a chart; free it if pyplot made it (the package's charts never import pyplot)."""
         display(figure)
-        plt.close(figure)
+        if pyplot := sys.modules.get("matplotlib.pyplot"):
+            pyplot.close(figure)
 
     def chart_title(self, text: str) -> str:
         subject = ", ".join(f"{k}={v}" for k, v in self.labels.items() if k != "alertname")
