@@ -38,6 +38,9 @@ print(json.dumps({
     "names": sorted(name for name in globals() if not name.startswith("_")),
     "pandas_loaded": "pandas" in sys.modules,
     "left_by_a_previous_run": "secret_of_the_last_incident" in globals(),
+    "kernel": type(get_ipython().kernel).__name__,
+    "debugger": getattr(get_ipython().kernel, "debugger", None) is not None,
+    "debugpy_loaded": sys.modules.get("debugpy") is not None,
 }))
 secret_of_the_last_incident = 42
 """
@@ -85,6 +88,9 @@ def test_each_run_gets_its_folder_environment_and_a_kernel_of_its_own(tmp_path: 
     assert second["cwd"] == str(tmp_path / "run-2")
     assert first["pandas_loaded"] and second["pandas_loaded"], "the preload did not happen"
     assert not second["left_by_a_previous_run"], "state passed from one run to the next"
+    # Nobody debugs a run's kernel: it starts without ipykernel's debugger (or debugpy).
+    assert first["kernel"] == "RunKernel"
+    assert not first["debugger"] and not first["debugpy_loaded"]
     # The silent set-up is invisible: the notebook's cells count from In [1] (parameters first).
     assert counts[0] == 1 and counts == sorted(counts)
 

@@ -24,8 +24,12 @@ from jupyter_client.manager import AsyncKernelManager
 KERNEL_MEMORY_ENV = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 # A run's cells are its artifact: IPython's history would also keep every run's cells, with
 # their alerts, in one SQLite file of the user's (~/.ipython), growing with every incident and
-# written by every kernel at once. Kernels opened in JupyterLab are not started here.
-KERNEL_ARGUMENTS = ("--HistoryManager.enabled=False",)
+# written by every kernel at once. Nobody debugs a run's kernel: it starts without ipykernel's
+# debugger (run_kernel.py). Kernels opened in JupyterLab are not started here.
+KERNEL_ARGUMENTS = (
+    "--HistoryManager.enabled=False",
+    "--IPKernelApp.kernel_class=workbooks.running.run_kernel.RunKernel",
+)
 
 
 def kernel_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,0 +1,24 @@
+"""The kernel a run gets: IPython's own, without the debugger.
+
+ipykernel imports debugpy and sets up its debugger in every kernel it starts, for JupyterLab's
+debugging panel. A run's kernel executes a notebook under papermill and is shut down: nobody
+attaches a debugger to it, and that set-up was 0.3 to 0.7 s of every kernel's start on a loaded
+2-core machine (median of 6 interleaved starts, 2.86 -> 2.11 s; docs/performance.md), on the
+path of every cold run and of every test that runs a workbook. With debugpy unimportable in the
+kernel's process, ipykernel starts the kernel as it does where debugpy is not installed.
+
+Only the kernels started by :mod:`workbooks.running` load this module (``KERNEL_ARGUMENTS``);
+kernels opened in JupyterLab keep their debugger.
+"""
+
+from __future__ import annotations
+
+import sys
+
+sys.modules.setdefault("debugpy", None)  # type: ignore[arg-type]  # import debugpy: ImportError
+
+from ipykernel.ipkernel import IPythonKernel  # noqa: E402  (after the line above, on purpose)
+
+
+class RunKernel(IPythonKernel):
+    """IPython's kernel; the class is ours so that loading it keeps debugpy out."""
