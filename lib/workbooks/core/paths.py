@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# The checkout (or install prefix) that holds notebooks/, templates/ and the default config.
+# The checkout that holds notebooks/ and templates/ (lib/workbooks/core/ is three levels down).
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 # The runbook groups of the index (a notebook's metadata.workbooks.group), known here so that a
