@@ -32,6 +32,7 @@ PROBE = """\
 import os, sys
 print(json.dumps({
     "cwd": os.getcwd(),
+    "pid": os.getpid(),
     "evidence": os.environ.get("WORKBOOKS_EVIDENCE_DIR"),
     "now": os.environ.get("WORKBOOKS_NOW"),
     "stale": os.environ.get("WORKBOOKS_PROBE_STALE"),

@@ -32,13 +32,22 @@ def warm_kernel() -> KernelPool:
 
     A one-shot command pays its own imports and the config (about 1.3 s) and the kernel's start
     and imports (about 2.4 s) one after the other otherwise; started first, the kernel does its
-    part while this process does its own. Returns once the kernel's process is started, so the
-    command's imports do not slow its start. Bad input found after this (a malformed alert, an
-    unknown run) stops the kernel at once on the way out.
+    part while this process does its own. Its process is started before jupyter_client is
+    imported (prelaunch.py), else the pool's start is waited for, so the command's imports do
+    not slow it. Bad input found after this (a malformed alert, an unknown run) stops the kernel
+    at once on the way out.
     """
-    from workbooks.running.warm import KernelPool
+    from workbooks.running.prelaunch import prelaunch
 
-    pool = KernelPool(1, runs=1)
+    first = prelaunch()
+    try:
+        from workbooks.running.warm import KernelPool
+
+        pool = KernelPool(1, runs=1, prelaunched=first)
+    except BaseException:
+        if first is not None:
+            first.discard()
+        raise
     pool.wait_launched()
     return pool
 
@@ -82,12 +91,12 @@ def run(
       workbook run --alert alert.json --prometheus http://127.0.0.1:9090
       workbook run high-latency --alert - --evidence archive/INCIDENT/RUN/evidence < alert.json
     """
-    from workbooks.core.alert import read_alert_group
-    from workbooks.notebook.source_spec import choose_source
-
     if prometheus and evidence:
         raise click.UsageError("pass --prometheus or --evidence, not both")
     with warm_kernel() as kernels:
+        from workbooks.core.alert import read_alert_group  # pydantic: after the kernel's start
+        from workbooks.notebook.source_spec import choose_source
+
         group = read_alert_group(alert_file)
         config = session.config()
         source = choose_source(url=prometheus, evidence=evidence, settings=config.prometheus)
@@ -254,9 +263,6 @@ def demo(session: Session, runbook: str, as_json: bool) -> None:
     Example:
       workbook demo high-latency
     """
-    from workbooks.core.alert import read_alert_group
-    from workbooks.notebook.source_spec import DEMO_SOURCE
-
     alert_path = demo_dir(runbook) / DEMO_ALERT_FILE
     if not alert_path.is_file():
         raise UnknownRunbookError(
@@ -264,6 +270,9 @@ def demo(session: Session, runbook: str, as_json: bool) -> None:
             f"demos: {', '.join(bundled_demos()) or '(none yet)'}"
         )
     with warm_kernel() as kernels:
+        from workbooks.core.alert import read_alert_group  # pydantic: after the kernel's start
+        from workbooks.notebook.source_spec import DEMO_SOURCE
+
         config = session.config()
         archive = session.archive(config)
         from workbooks.running.runner import run_alert

@@ -12,9 +12,10 @@ import signal
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from jupyter_client.manager import AsyncKernelManager
+if TYPE_CHECKING:  # imported when a manager class is made: prelaunch.py must not load it
+    from jupyter_client.manager import AsyncKernelManager
 
 # A run's kernel fetches a window and its baseline on threads and writes Parquet evidence: with
 # glibc's default of one malloc arena per thread and Arrow's mimalloc pool, memory freed after
@@ -104,6 +105,8 @@ def kernel_manager_class(
     ``cwd`` (instead of papermill's ``cwd=``, which ``os.chdir``s the whole process) keeps
     concurrent runs in one process from moving each other's files.
     """
+
+    from jupyter_client.manager import AsyncKernelManager
 
     class RunKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]

@@ -35,7 +35,9 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
 from workbooks.core.errors import RunFailedError
+from workbooks.running.adopt import adopting_manager
 from workbooks.running.kernels import KERNEL_ARGUMENTS, kernel_environment
+from workbooks.running.prelaunch import Prelaunched
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +84,23 @@ def start_warm_kernel(
     cwd: Path | None = None,
     launched: threading.Event | None = None,
     cancel: threading.Event | None = None,
+    prelaunched: Prelaunched | None = None,
 ) -> WarmKernel:
     """Start a kernel and run ``preload`` in it; raises :class:`RunFailedError` if it fails.
 
     ``launched`` is set once the kernel's process is started (or its start failed), before its
-    imports; ``cancel``, when set, stops the wait for them and shuts the kernel down.
+    imports; ``cancel``, when set, stops the wait for them and shuts the kernel down. A
+    ``prelaunched`` process (:mod:`workbooks.running.prelaunch`) is adopted if it is the kernel
+    jupyter_client would start (it keeps the folder it started in), and stopped otherwise.
     """
-    kernel_log = tempfile.TemporaryFile()  # noqa: SIM115  (the WarmKernel owns it)
-    manager = AsyncKernelManager(kernel_name=kernel_name)
-    env = kernel_environment()
+    manager = adopting_manager(kernel_name, prelaunched) if prelaunched else None
+    if manager is None:
+        if prelaunched is not None:
+            prelaunched.discard()
+        prelaunched = None
+        manager = AsyncKernelManager(kernel_name=kernel_name)
+    kernel_log = prelaunched.log if prelaunched else tempfile.TemporaryFile()  # noqa: SIM115
+    env = prelaunched.env if prelaunched else kernel_environment()
     try:
         asyncio.run(
             manager.start_kernel(
@@ -115,6 +125,8 @@ def start_warm_kernel(
         )
     except BaseException:
         WarmKernel(manager, kernel_log).discard()
+        if prelaunched is not None:
+            prelaunched.discard()  # if the manager never took it
         raise
     finally:
         if launched is not None:
@@ -219,7 +231,9 @@ class KernelPool:
     as the run took its kernel, 2.52 s with it held back; docs/performance.md). It starts at
     once when no kernel is left ready, so the next alert never waits for a kernel the pool
     could have been starting. A run's kernel is taken with :meth:`lease`, which tells the pool
-    when the run has ended.
+    when the run has ended. ``prelaunched`` is the first kernel's process when the command has
+    started it already (:mod:`workbooks.running.prelaunch`); closing the pool stops it if no
+    kernel was made of it.
     """
 
     def __init__(
@@ -229,6 +243,7 @@ class KernelPool:
         kernel_name: str = "python3",
         preload: str = PRELOAD,
         runs: int | None = None,
+        prelaunched: Prelaunched | None = None,
     ) -> None:
         self.size = size
         self.kernel_name = kernel_name
@@ -244,6 +259,9 @@ class KernelPool:
         self._changed = threading.Condition(self._lock)
         self._closed = threading.Event()
         self._launched = threading.Event()  # the first kernel's process has started
+        self._prelaunched = prelaunched  # the first kernel's process, if already started
+        if prelaunched is not None:
+            self._launched.set()
         self._threads = [
             threading.Thread(target=self._starter, name=f"warm-kernel-{n}", daemon=True)
             for n in range(size)
@@ -264,12 +282,14 @@ class KernelPool:
             with self._changed:
                 self._changed.wait_for(self._may_start)
                 self._starting += 1
+                prelaunched, self._prelaunched = self._prelaunched, None
             try:
                 kernel: WarmKernel | BaseException = start_warm_kernel(
                     self.kernel_name,
                     preload=self.preload,
                     launched=self._launched,
                     cancel=self._closed,
+                    prelaunched=prelaunched,
                 )
             except Exception as exc:  # handed to the run that takes it, which records it
                 kernel = exc
@@ -361,6 +381,10 @@ class KernelPool:
             self._wanted.put(False)
         for thread in self._threads:
             thread.join(timeout=START_TIMEOUT_SECONDS)
+        with self._lock:
+            prelaunched, self._prelaunched = self._prelaunched, None
+        if prelaunched is not None:  # closed before a starter took it
+            prelaunched.discard()
         while True:
             try:
                 kernel = self._ready.get_nowait()

@@ -1,0 +1,110 @@
+"""A one-shot run's kernel process started before jupyter_client (running/prelaunch.py): the
+run gets that very process, as a kernel jupyter_client would have started, and nothing of it
+outlives the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_imports import _modules_after
+from test_warm import probe_notebook, run_probe
+from workbooks.core.errors import RunFailedError
+from workbooks.running.prelaunch import prelaunch
+from workbooks.running.warm import KernelPool, start_warm_kernel
+
+
+def test_the_prelaunch_needs_no_jupyter_client() -> None:
+    assert "jupyter_client" not in _modules_after("import workbooks.running.prelaunch")
+
+
+def test_a_run_gets_the_prelaunched_process_as_its_kernel(tmp_path: Path) -> None:
+    first = prelaunch()
+    assert first is not None
+    with KernelPool(1, runs=1, prelaunched=first) as pool:
+        seen, counts = run_probe(tmp_path / "run", probe_notebook(tmp_path), pool)
+    assert seen["pid"] == first.process.pid, "the run's kernel is not the prelaunched process"
+    assert seen["cwd"] == str(tmp_path / "run")
+    assert seen["evidence"] == str(tmp_path / "run" / "evidence")
+    assert seen["pandas_loaded"] and seen["kernel"] == "RunKernel"
+    assert counts[0] == 1 and counts == sorted(counts)
+    assert first.process.poll() is not None, "the kernel outlived its run"
+    assert not first.connection_file.exists(), "the connection file (with its key) was left"
+
+
+def test_a_kernelspec_of_the_users_is_started_as_jupyter_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `python3` kernelspec of the user's (here: with an environment of its own) is not the
+    command the prelaunch started: that process is stopped and the kernelspec's is started."""
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (the user's)",
+                "language": "python",
+                "env": {"PRELAUNCH_PROBE_SPEC": "the user's"},
+            }
+        )
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    first = prelaunch()
+    assert first is not None
+    kernel = start_warm_kernel(
+        prelaunched=first,
+        preload="import os; assert os.environ['PRELAUNCH_PROBE_SPEC'] == \"the user's\"",
+    )
+    try:
+        assert kernel.alive and kernel.manager.provisioner.pid != first.process.pid
+        assert first.process.poll() is not None and not first.connection_file.exists()
+    finally:
+        kernel.discard()
+
+
+def test_a_prelaunched_kernel_that_dies_fails_the_start_with_its_reason() -> None:
+    first = prelaunch()
+    assert first is not None
+    first.process.kill()
+    first.process.wait()
+    with pytest.raises(RunFailedError, match="died while starting"):
+        start_warm_kernel(prelaunched=first)
+    assert not first.connection_file.exists()
+
+
+def test_closing_a_pool_that_never_took_its_prelaunched_kernel_stops_it() -> None:
+    first = prelaunch()
+    assert first is not None
+    KernelPool(0, runs=1, prelaunched=first).close()  # no starter to take it
+    assert first.process.poll() is not None and not first.connection_file.exists()
+
+
+def test_another_kernel_name_is_not_prelaunched() -> None:
+    assert prelaunch("ir") is None
+
+
+def test_workbook_demo_leaves_no_kernel_and_no_connection_file(tmp_path: Path) -> None:
+    """The command as a user types it: it succeeds, and its temporary folder keeps no
+    connection file (a kernel's key) afterwards."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    completed = subprocess.run(
+        [sys.executable, "-m", "workbooks", "demo", "high-memory", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "TMPDIR": str(tmp),
+            "WORKBOOKS_ARCHIVE": str(tmp_path / "archive"),
+        },
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["status"] == "succeeded"
+    assert not list(tmp.glob("kernel-*.json"))
