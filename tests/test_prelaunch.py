@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,23 @@ def test_a_kernelspec_of_the_users_is_started_as_jupyter_would(
         assert first.process.poll() is not None and not first.connection_file.exists()
     finally:
         kernel.discard()
+
+
+def test_a_temporary_folder_behind_a_symlink_still_gets_the_prelaunched_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jupyter_client names the connection file by its real path in the command it compares."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "link"))
+    first = prelaunch()
+    assert first is not None
+    kernel = start_warm_kernel(prelaunched=first, preload="pass")
+    try:
+        assert kernel.manager.provisioner.pid == first.process.pid
+    finally:
+        kernel.discard()
+    assert not first.connection_file.exists()
 
 
 def test_a_prelaunched_kernel_that_dies_fails_the_start_with_its_reason() -> None:

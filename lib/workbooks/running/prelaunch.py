@@ -65,7 +65,7 @@ def prelaunch(kernel_name: str = NATIVE_KERNEL, *, cwd: Path | None = None) -> P
         return None
     with ExitStack() as undo:
         handle, name = tempfile.mkstemp(prefix="kernel-", suffix=".json")  # mode 0600: a key
-        connection_file = Path(name)
+        connection_file = Path(os.path.realpath(name))  # as jupyter_client puts it in the command
         undo.callback(connection_file.unlink, missing_ok=True)
         with os.fdopen(handle, "w") as out:
             json.dump(connection_info(kernel_name), out)
