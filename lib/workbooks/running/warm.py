@@ -111,6 +111,8 @@ def start_warm_kernel(
                 extra_arguments=list(KERNEL_ARGUMENTS),
             )
         )
+        if prelaunched is not None and manager.provisioner.process is not prelaunched.process:
+            prelaunched.process.kill()  # a jupyter_client that launched a kernel of its own
         if launched is not None:
             launched.set()
         kernel = WarmKernel(manager, kernel_log, _settings(env))
