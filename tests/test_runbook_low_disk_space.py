@@ -44,11 +44,20 @@ def _need() -> None:
         )
 
 
-def _only_tmp() -> str:
-    # Every top-level folder but /tmp (and / itself) excluded: the machine's own disks grow as
-    # other work writes to them, and this test must read only the tmpfs it mounted.
-    names = sorted(p.name for p in Path("/").iterdir() if p.name != "tmp")
-    return "^/($|(" + "|".join(re.escape(name) for name in names) + ")($|/))"
+def _only(mountpoint: Path) -> str:
+    """node_exporter's exclusion of every mount point but ``mountpoint``.
+
+    The machine's own disks grow as other work writes to them, and the tmpfs of a test running
+    beside this one on another worker (test_hostile.py mounts one) may be fuller than ours: this
+    test must read only the tmpfs it mounted. Go's regexp has no lookahead, so "anything else"
+    is spelled out: a path that leaves ``mountpoint`` at some character, or goes on past it.
+    """
+    path = str(mountpoint)
+    leaves = [
+        re.escape(path[:i]) + "($|[^" + (ch if ch.isalnum() else "\\" + ch) + "])"
+        for i, ch in enumerate(path)
+    ]
+    return "^(" + "|".join(leaves) + "|" + re.escape(path) + ".)"
 
 
 @contextmanager
@@ -62,7 +71,7 @@ def _lab(tmp_path: Path, *, size_bytes: int, inodes: int) -> Iterator[tuple[Tmpf
         except NotPermittedError as exc:
             pytest.skip(str(exc))
         node = stack.enter_context(
-            start_node_exporter(tmp_path / "node", mount_points_exclude=_only_tmp())
+            start_node_exporter(tmp_path / "node", mount_points_exclude=_only(disk.path))
         )
         prometheus = stack.enter_context(
             start_live_prometheus(
