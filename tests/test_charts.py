@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import struct
 from pathlib import Path
 
@@ -10,11 +12,14 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib import ticker
 from matplotlib.figure import Figure
 from nbclient import NotebookClient
 
+from workbooks.notebook import png as png_module
 from workbooks.notebook.analysis import changes, find_onset, series_of, top_contributors
 from workbooks.notebook.charts import no_data, ranked_bars, timeseries, to_png
+from workbooks.notebook.png import Chart, TightOnce
 
 GiB = 2**30
 MINUTES = pd.date_range("2026-11-02T08:00:00Z", periods=120, freq="min")
@@ -188,6 +193,50 @@ def test_ratios_spanning_decades_read_as_plain_multiples_on_a_log_axis():
     labels = [tick.get_text() for tick in ax.get_xticklabels() if tick.get_text()]
     assert {"1x", "10x"} <= set(labels), labels
     assert not any("$" in label for label in labels)  # no mathtext ("10^1")
+
+
+def narrow_chart() -> Chart:
+    """A chart whose layout shrinks its Axes enough that the draw places fewer ticks."""
+    figure = Chart(figsize=(4.0, 2.5), dpi=100, layout=TightOnce())
+    ax = figure.add_subplot()
+    ax.plot(np.linspace(0, 1_000, 50), np.linspace(0, 0.9, 50), label="a rather long label")
+    ax.set_yticks([0.1, 0.5, 0.9], ["a long tick label here", "and another one", "third"])
+    ax.set_xlabel("requests per second")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("throughput against an unusually long title", loc="left")
+    return figure
+
+
+@pytest.mark.parametrize(
+    "chart",
+    [
+        narrow_chart,
+        lambda: timeseries(latency_incident()[0], by="route", title="p99", alert_start=ALERT),
+        lambda: ranked_bars(
+            pd.DataFrame({"route": ["/v1/chat", "/v1/embed", "/v1/vision"], "ratio": [40, 0.5, 2]}),
+            label="route",
+            title="Which route failed",
+        ),
+    ],
+    ids=["narrow", "timeseries", "log-bars"],
+)
+def test_ticks_computed_once_per_draw_draw_what_matplotlib_draws(chart, monkeypatch):
+    """The PNG is byte for byte the one drawn with matplotlib asking for its ticks each time."""
+    once = to_png(chart())
+    monkeypatch.setattr(png_module, "_ticks_once", lambda figure: contextlib.nullcontext())
+    assert once == to_png(chart())
+
+
+def test_a_chart_changed_after_it_is_shown_draws_its_new_ticks():
+    figure = narrow_chart()
+    ax = figure.axes[0]
+    to_png(figure)
+    ax.xaxis.set_major_formatter(ticker.PercentFormatter(xmax=1_000))  # same limits, new labels
+    assert any(label.get_text().endswith("%") for label in ax.get_xticklabels())
+
+    ax.set_xlim(0, 500)
+    figure.savefig(io.BytesIO(), format="png")  # matplotlib's own draw, as a user saves a chart
+    assert [label.get_text() for label in ax.get_xticklabels()][-1] == "50%"
 
 
 def test_no_data_says_so_visibly():
