@@ -42,6 +42,9 @@ print(json.dumps({
     "kernel": type(get_ipython().kernel).__name__,
     "debugger": getattr(get_ipython().kernel, "debugger", None) is not None,
     "debugpy_loaded": sys.modules.get("debugpy") is not None,
+    "warmed_up": "workbooks.notebook.warmup" in sys.modules,
+    "parquet_loaded": "pyarrow.parquet" in sys.modules,
+    "pyplot_loaded": "matplotlib.pyplot" in sys.modules,
 }))
 secret_of_the_last_incident = 42
 """
@@ -160,6 +163,53 @@ def test_a_run_gets_a_new_kernel_when_its_warm_one_failed_or_died(tmp_path: Path
     assert seen["cwd"] == str(tmp_path / "run")
 
 
+def test_a_service_kernel_warms_up_while_idle_and_keeps_nothing_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notebook = probe_notebook(tmp_path)
+    scratch = tmp_path / "tmp"  # the kernels' temporary folder (they inherit TMPDIR)
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    with KernelPool(1) as pool:
+        plain, _ = run_probe(tmp_path / "plain", notebook, pool)
+    with KernelPool(1, warm_up=True) as pool:
+        wait_for(lambda: pool.ready == 1, 60, "a warm kernel")
+        warmed, counts = run_probe(tmp_path / "warmed", notebook, pool)
+
+    assert not plain["warmed_up"] and not plain["parquet_loaded"]
+    assert warmed["warmed_up"] and warmed["parquet_loaded"], "the warm-up did not happen"
+    # Nothing of it is seen by the run: the same names, no pyplot, no file, In [1] first.
+    assert warmed["names"] == plain["names"]
+    assert not warmed["pyplot_loaded"]
+    assert not any(scratch.glob("workbooks-warm-up-*"))
+    assert counts[0] == 1 and counts == sorted(counts)
+
+
+def test_no_warm_up_beside_a_run(tmp_path: Path) -> None:
+    """A pool of one kernel starts the replacement beside the run; if its imports end while
+    the run is going, it does not also warm up on the run's spare core."""
+    notebook = probe_notebook(tmp_path)
+    with KernelPool(1, warm_up=True) as pool:
+        with pool.lease() as going:
+            wait_for(lambda: pool.ready == 1, 60, "the replacement, started beside the run")
+            going.discard()  # as its run would
+        seen, _ = run_probe(tmp_path / "next", notebook, pool)
+    assert not seen["warmed_up"]
+
+
+def test_a_warm_up_that_fails_leaves_the_kernel_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from workbooks.notebook import warmup
+
+    def broken() -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(warmup, "_exercise", broken)
+    warmup.warm_up()  # does not raise
+    assert "warm-up failed" in caplog.text and "no space left" in caplog.text
+
+
 def test_a_replacement_waits_for_the_run_while_another_kernel_is_ready(tmp_path: Path) -> None:
     with KernelPool(2) as pool:
         wait_for(lambda: pool.ready == 2, 60, "two kernels ready")
@@ -236,7 +286,8 @@ def test_demo_runs_on_a_warm_kernel_as_on_a_fresh_one(
     payload = (demo_dir("high-latency") / DEMO_ALERT_FILE).read_text(encoding="utf-8")
     config = Config(archive=str(tmp_path / "archive"))
     records = {}
-    with KernelPool(1) as pool:
+    with KernelPool(1, warm_up=True) as pool:  # as the service's
+        wait_for(lambda: pool.ready == 1, 60, "a warm kernel")
         for kind, kernels in (("warm", pool), ("fresh", None)):
             archive = Archive(tmp_path / kind)
             group = parse_alert_group(json.loads(payload))

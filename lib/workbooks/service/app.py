@@ -351,7 +351,7 @@ class Service:
             if self.worker_type == "thread":
                 # One warm kernel per worker, each replaced after its run; forked process
                 # workers cannot share kernels started by this process, so they start their own.
-                self.kernels = KernelPool(self.workers)
+                self.kernels = KernelPool(self.workers, warm_up=True)
             self._threads.append(_thread(self._supervise, "huey-consumer"))
         self._threads.append(_thread(self._recovery_loop, "recovery"))
 
