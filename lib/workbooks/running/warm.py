@@ -5,9 +5,8 @@ A run's kernel spends most of its first cell importing pandas, matplotlib and th
 :class:`KernelPool` starts kernels before any alert arrives and runs :data:`PRELOAD` in them, so
 a run finds a kernel that is ready. Each kernel serves ONE run and is then shut down, and the
 pool starts a replacement: nothing of one incident (variables, figures, caches filled by a run)
-can reach the next, because imports are all a kernel has done before its run, and in the
-service's pool a warm-up on made-up numbers (:data:`WARM_UP`), which reads no incident, alert
-or configuration.
+can reach the next: before its run a kernel has only imported (and, in the service, warmed up
+on made-up numbers: :data:`WARM_UP`).
 
 A warm kernel was started before its run's folder existed, so :func:`prepare` moves it there:
 it runs ``os.chdir`` and sets the run's environment (``WORKBOOKS_EVIDENCE_DIR`` etc.) as a
@@ -97,8 +96,7 @@ def start_warm_kernel(
     imports; ``cancel``, when set, stops the wait for them and shuts the kernel down. A
     ``prelaunched`` process (:mod:`workbooks.running.prelaunch`) is adopted if it is the kernel
     jupyter_client would start (it keeps the folder it started in), and stopped otherwise.
-    ``warm_up``, asked once the imports are done, says whether the kernel also runs
-    :data:`WARM_UP` before it is handed out.
+    ``warm_up``, asked after the imports, says whether to run :data:`WARM_UP` too.
     """
     manager = adopting_manager(kernel_name, prelaunched) if prelaunched else None
     if manager is None:
@@ -133,9 +131,7 @@ def start_warm_kernel(
             "(python -c 'import workbooks.notebook.incident')",
         )
         if warm_up is not None and warm_up():
-            _silent(
-                kernel, WARM_UP, cancel=cancel, timeout=PRELOAD_TIMEOUT_SECONDS, what="its warm-up"
-            )
+            _silent(kernel, WARM_UP, cancel=cancel, timeout=START_TIMEOUT_SECONDS, what="WARM_UP")
     except BaseException:
         WarmKernel(manager, kernel_log).discard()
         if prelaunched is not None:
@@ -248,11 +244,8 @@ class KernelPool:
     started it already (:mod:`workbooks.running.prelaunch`); closing the pool stops it if no
     kernel was made of it.
 
-    ``warm_up`` (the service's pool): a kernel whose imports are done while no run is going
-    also runs :data:`WARM_UP`, the machinery's first use on made-up data (charts, evidence,
-    analysis; 0.4 to 0.5 s of a core), which the next run would otherwise pay. Not while a run
-    is going, as it would take the run's spare core (pool of one kernel: its replacement
-    starts beside the run); not in one-shot commands, whose kernel is awaited.
+    ``warm_up`` (the service's): a kernel whose imports end while no run goes also runs
+    :data:`WARM_UP`, never beside a run, whose spare core it would take (docs/performance.md).
     """
 
     def __init__(
@@ -324,8 +317,7 @@ class KernelPool:
                 return
             self._ready.put(kernel)
 
-    def _idle(self) -> bool:
-        """Whether no run is going (nor waiting for a kernel: :meth:`lease` counts it)."""
+    def _idle(self) -> bool:  # no run going, nor waiting for a kernel (lease() counts it)
         with self._lock:
             return self._running == 0 and not self._closed.is_set()
 
