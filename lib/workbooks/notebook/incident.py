@@ -24,7 +24,7 @@ from workbooks.core.durations import parse_duration
 from workbooks.core.errors import SourceError, SourceUnavailableError, WorkbooksError
 from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
 from workbooks.core.paths import runbook_group
-from workbooks.notebook import analysis, charts
+from workbooks.notebook import analysis, charts, drawing
 from workbooks.notebook.catalog import Catalog
 from workbooks.notebook.display import (
     display,
@@ -209,8 +209,7 @@ class Incident:
         roles = [("current", self.window)]
         if baseline:
             roles.append(("baseline", self.window.shifted(self.baseline_offset)))
-        # The window and its baseline are fetched at once (they do not depend on each other),
-        # then handled in order as before, so findings and evidence come out the same.
+        # The window and its baseline are fetched at once, then handled in order as before.
         source, key = self._source, self._evidence_key(name, values)
         pending = [
             _QUERIES.submit(
@@ -336,8 +335,9 @@ class Incident:
         return note
 
     def show(self, figure: Any) -> None:
-        """Show a chart; free it if pyplot made it (the package's charts never import pyplot)."""
-        display(figure)
+        """Show a chart (a run's beside its cells: :mod:`.drawing`); free it if pyplot made it."""
+        if not drawing.show(figure):
+            display(figure)
         if pyplot := sys.modules.get("matplotlib.pyplot"):
             pyplot.close(figure)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbooks.notebook import analysis, charts
+from workbooks.notebook import analysis, charts, drawing
 from workbooks.notebook.sources import EvidenceSource, EvidenceWriter, Window, frame_from_matrix
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def _exercise() -> None:
     analysis.compare(series, analysis.series_of(baseline, route="c"), since=since)
     onset = analysis.find_onset(series)
     markers = analysis.changes(current, label="version", by=[])
-    charts.to_png(
+    figures = [
         charts.timeseries(
             current,
             baseline=baseline,
@@ -81,8 +81,14 @@ def _exercise() -> None:
             onset=onset,
             limit=5.0,
             markers=markers,
-        )
-    )
-    charts.to_png(charts.ranked_bars(ranking, label="route", title="warm-up", highlight="c"))
-    spread = pd.DataFrame({"route": ["a", "b", "c"], "ratio": np.array([0.5, 2.0, 40.0])})
-    charts.to_png(charts.ranked_bars(spread, label="route", title="warm-up"))  # a log axis
+        ),
+        charts.ranked_bars(ranking, label="route", title="warm-up", highlight="c"),
+        charts.ranked_bars(  # a log axis
+            pd.DataFrame({"route": ["a", "b", "c"], "ratio": np.array([0.5, 2.0, 40.0])}),
+            label="route",
+            title="warm-up",
+        ),
+    ]
+    for figure in figures:  # in the kernel (a chart that cannot be drawn beside), and beside
+        charts.to_png(figure)
+    drawing.rehearse(figures)

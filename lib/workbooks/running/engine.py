@@ -64,12 +64,37 @@ async def _connect(manager: AsyncKernelManager, timeout: float) -> Any:
     return client
 
 
+def _deliver_charts(client: Any) -> None:
+    """Put the charts still being drawn beside the run in their places (:mod:`.drawing`)."""
+    from nbformat.v4 import new_code_cell
+
+    from workbooks.notebook.drawing import DELIVER_ALL
+
+    cells = client.nb.cells
+    cells.append(new_code_cell(DELIVER_ALL))  # nbclient puts a cell it ran at its index
+    try:
+        client.execute_cell(cells[-1], len(cells) - 1, store_history=False)
+    except Exception:  # a dead or stopped kernel: its charts' places say they were not ready
+        logging.getLogger(__name__).warning(
+            "charts drawn beside the run were not delivered", exc_info=True
+        )
+    finally:
+        cells.pop()
+
+
 def register_engine() -> None:
     """Make :data:`ENGINE_NAME` known to papermill (imports papermill: call where runs happen)."""
     from jupyter_core.utils import run_sync
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.utils import merge_kwargs, remove_args
+
+    class Client(PapermillNotebookClient):  # type: ignore[misc]
+        def papermill_execute_cells(self) -> None:
+            try:
+                super().papermill_execute_cells()
+            finally:
+                _deliver_charts(self)
 
     class WarmEngine(NBClientEngine):
         """papermill's nbclient engine (2.7's body): a kernel given as ``km=`` (or its own),
@@ -99,7 +124,7 @@ def register_engine() -> None:
                 stdout_file=stdout_file,
                 stderr_file=stderr_file,
             )
-            client = PapermillNotebookClient(nb_man, **final_kwargs)
+            client = Client(nb_man, **final_kwargs)
             # One run per kernel: nbclient shuts it down after, as it does a kernel it started.
             client.owns_km = True
             # The kernel (given, or started here as nbclient would) gets its client here:

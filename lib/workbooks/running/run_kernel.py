@@ -17,8 +17,17 @@ import sys
 
 sys.modules.setdefault("debugpy", None)  # type: ignore[arg-type]  # import debugpy: ImportError
 
+from typing import Any  # noqa: E402
+
 from ipykernel.ipkernel import IPythonKernel  # noqa: E402  (after the line above, on purpose)
+
+from workbooks.notebook import drawing  # noqa: E402
 
 
 class RunKernel(IPythonKernel):
-    """IPython's kernel; the class is ours so that loading it keeps debugpy out."""
+    """IPython's kernel; the class is ours so that loading it keeps debugpy out, and so that
+    a run's charts are drawn beside its cells (:mod:`workbooks.notebook.drawing`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        drawing.enable(self.shell)

@@ -43,8 +43,9 @@ from workbooks.running.prelaunch import Prelaunched
 log = logging.getLogger(__name__)
 
 # What every runbook's first cell imports, done before the run (the charts module imports
-# matplotlib's Figure and pandas; the runbooks' modules are small once those are in).
+# matplotlib's Figure and pandas); then the chart drawer forks (workbooks.notebook.drawing).
 PRELOAD = "import pandas, matplotlib.figure, workbooks.notebook.incident, workbooks.runbooks.steps"
+PRELOAD += "\nworkbooks.notebook.drawing.start()"
 # What a service's kernel runs after PRELOAD while no run is going (workbooks.notebook.warmup).
 WARM_UP = "import workbooks.notebook.warmup\nworkbooks.notebook.warmup.warm_up()"
 START_TIMEOUT_SECONDS = 60.0

@@ -1,0 +1,269 @@
+"""A run's charts drawn beside its cells, by a copy of the kernel on the spare core.
+
+Drawing the charts is the largest part of a runbook's cells (docs/performance.md): 40 to 90 ms
+a chart, ten to twelve charts for the busiest runbooks, on the kernel's one core while the
+other core waits. A run's kernel (:mod:`workbooks.running.run_kernel`) calls :func:`enable`,
+and :func:`start` forks the drawer once its imports are done (the end of the preload). From
+then on :func:`show` hands each of the package's charts to the drawer, which draws its PNG with
+:func:`workbooks.notebook.png.to_png`, the same bytes as in the cell; the kernel only pickles
+the chart (about 5 ms) and goes on with the notebook.
+
+A chart's place is kept by a display id: a line of text at first, replaced by the PNG after
+the cell in which it is ready (IPython's ``post_run_cell``), at the latest after a cell that
+failed or by :data:`DELIVER_ALL`, which the engine runs after the last cell (nbclient updates
+an output by its display id, wherever it is). A chart the drawer could not draw, or did not
+draw within :data:`DRAW_TIMEOUT_SECONDS`, is drawn in the kernel as without this module; one
+that cannot be pickled is drawn in its cell. A chart is never lost to this.
+
+Kernels opened in JupyterLab draw in the cell: nothing there calls :func:`enable`. Without
+``fork``, or with one core, charts are drawn in the cell too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gc
+import itertools
+import logging
+import os
+import pickle
+import queue
+import signal
+import struct
+import threading
+from typing import IO, Any
+
+# What the engine runs after a run's cells: nothing in a kernel that never loaded this module.
+DELIVER_ALL = (
+    "__import__('sys').modules.get('workbooks.notebook.drawing') and "
+    "__import__('sys').modules['workbooks.notebook.drawing'].deliver_all()"
+)
+SETTING = "WORKBOOKS_DRAW_BESIDE"  # "off": charts are drawn in their cells (read at the start)
+DRAW_TIMEOUT_SECONDS = 20.0  # a drawer that takes longer is stopped; the kernel draws instead
+NOT_DRAWN = "{figure}: being drawn beside the run, which ended before the chart was ready"
+
+log = logging.getLogger(__name__)
+_LENGTH = struct.Struct(">Q")
+
+
+class _Drawer:
+    """The forked child that draws, with a thread to feed it and one to read its PNGs."""
+
+    def __init__(self) -> None:
+        import matplotlib
+
+        # What the kernel holds now (its imports, at the preload's end) is never scanned by
+        # either's GC: a collection would write to, and so copy, every page of it.
+        gc.freeze()
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: draw until the kernel closes the pipe, then leave
+            os.close(from_parent)
+            os.close(to_parent)
+            _draw_forever(to_child, from_child)
+        os.close(to_child)
+        os.close(from_child)
+        self.pid = pid
+        self.rc = dict(matplotlib.rcParams)
+        self._outgoing = os.fdopen(from_parent, "wb")
+        self._incoming = os.fdopen(to_parent, "rb")
+        self._sending: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._drawn: dict[int, bytes] = {}
+        self._changed = threading.Condition()
+        self.alive = True
+        for target in (self._send, self._receive):
+            threading.Thread(target=target, name=f"workbooks-drawer-{pid}", daemon=True).start()
+
+    def submit(self, number: int, figure: Any) -> None:
+        """Queue ``figure`` for drawing; raises if it cannot be pickled."""
+        import matplotlib
+
+        changed = {k: v for k, v in matplotlib.rcParams.items() if self.rc.get(k) != v}
+        chart = pickle.dumps((figure, changed), protocol=5)
+        self._sending.put(pickle.dumps((number, chart), protocol=5))
+
+    def take(self, number: int, *, wait: bool) -> bytes | None:
+        """The PNG of chart ``number``; b"" if the drawer cannot give it; None if not yet."""
+        with self._changed:
+            if wait and not self._changed.wait_for(
+                lambda: number in self._drawn or not self.alive, DRAW_TIMEOUT_SECONDS
+            ):
+                log.warning("the chart drawer took over %g s: stopped", DRAW_TIMEOUT_SECONDS)
+                self.stop()
+            if number in self._drawn:
+                return self._drawn.pop(number)
+            return None if self.alive else b""
+
+    def stop(self) -> None:
+        with self._changed:
+            self.alive = False
+            self._changed.notify_all()
+        with contextlib.suppress(ProcessLookupError):  # it died already
+            os.kill(self.pid, signal.SIGKILL)
+        self._sending.put(None)
+
+    def _send(self) -> None:
+        try:
+            with self._outgoing:
+                while (frame := self._sending.get()) is not None:
+                    _write_frame(self._outgoing, frame)
+        except OSError:  # the drawer died: its charts are drawn in the kernel
+            self.stop()
+
+    def _receive(self) -> None:
+        with self._incoming:
+            while (frame := _read_frame(self._incoming)) is not None:
+                number, png = pickle.loads(frame)
+                with self._changed:
+                    self._drawn[number] = png
+                    self._changed.notify_all()
+        self.stop()
+        os.waitpid(self.pid, 0)
+
+
+def _draw_forever(incoming: int, outgoing: int) -> None:
+    """The drawer's life: one PNG per chart received; leaves when the kernel closes the pipe."""
+    status = 1
+    try:
+        import matplotlib
+
+        from workbooks.notebook.png import to_png
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted cell is the kernel's
+        with os.fdopen(incoming, "rb") as source, os.fdopen(outgoing, "wb") as sink:
+            while (frame := _read_frame(source)) is not None:
+                number, chart = pickle.loads(frame)
+                try:
+                    figure, changed = pickle.loads(chart)
+                    with matplotlib.rc_context(changed):
+                        png = to_png(figure)
+                except Exception:  # the kernel draws this one itself, and shows the error
+                    png = b""
+                _write_frame(sink, pickle.dumps((number, png), protocol=5))
+        status = 0
+    finally:
+        os._exit(status)  # nothing of the kernel's (atexit, its sockets) runs in the copy
+
+
+def _write_frame(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(_LENGTH.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    header = stream.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        return None
+    return stream.read(_LENGTH.unpack(header)[0])
+
+
+_state: dict[str, Any] = {"enabled": False, "drawer": None}
+_numbers = itertools.count(1)
+_shown: dict[int, tuple[str, Any]] = {}  # chart number: (display id, figure) until delivered
+
+
+def enable(shell: Any) -> None:
+    """Draw this kernel's charts beside its cells, if it has a spare core and ``fork``."""
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all the cores
+    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    off = os.environ.get(SETTING, "").strip().lower() in {"off", "0", "false", "no"}
+    if _state["enabled"] or off or not hasattr(os, "fork") or cores < 2:
+        return
+    _state["enabled"] = True
+    shell.events.register("post_run_cell", _after_cell)
+
+
+def start() -> None:
+    """Fork the drawer now, while the kernel holds only its imports (the preload's end): a
+    copy forked later would keep the memory of the data the run had loaded by then."""
+    if _state["enabled"] and _state["drawer"] is None:
+        try:
+            _state["drawer"] = _Drawer()
+        except OSError:  # no fork now (out of memory, process limit): tried at the first chart
+            log.warning("the chart drawer could not start", exc_info=True)
+
+
+def rehearse(figures: list[Any]) -> None:
+    """Have the drawer draw ``figures`` and throw them away (a service kernel's warm-up)."""
+    drawer = _state["drawer"]
+    if drawer is None or not drawer.alive:
+        return
+    numbers = []
+    for figure in figures:
+        numbers.append(next(_numbers))
+        drawer.submit(numbers[-1], figure)
+    for number in numbers:
+        drawer.take(number, wait=True)
+
+
+def show(figure: Any) -> bool:
+    """Hand ``figure`` to the drawer and show its place; False if it is not drawn beside."""
+    from IPython.display import display
+
+    from workbooks.notebook.png import Chart
+
+    if not _state["enabled"] or not isinstance(figure, Chart):
+        return False
+    drawer = _state["drawer"]
+    try:
+        if drawer is None:
+            drawer = _state["drawer"] = _Drawer()
+        if not drawer.alive:  # it died or was stopped: the rest are drawn in their cells
+            return False
+    except OSError:  # no fork now (out of memory, process limit)
+        log.warning("the chart drawer could not start: charts are drawn in their cells")
+        return False
+    number = next(_numbers)
+    try:
+        drawer.submit(number, figure)
+    except Exception:  # a chart that cannot be pickled (a lambda formatter): drawn in its cell
+        return False
+    display_id = f"workbooks-chart-{os.getpid()}-{number}"
+    _shown[number] = (display_id, figure)
+    display({"text/plain": NOT_DRAWN.format(figure=figure)}, raw=True, display_id=display_id)
+    return True
+
+
+def deliver_all() -> None:
+    """Wait for every chart being drawn and put each in its place."""
+    for number in sorted(_shown):
+        _deliver(number, wait=True)
+
+
+def _after_cell(result: Any = None) -> None:
+    """Deliver the charts that are ready; all of them after a failed cell, where a run stops:
+    the kernel may turn away a request sent just after an error (``stop_on_error``), the
+    engine's :data:`DELIVER_ALL` too."""
+    failed = result is not None and not result.success
+    for number in sorted(_shown):
+        _deliver(number, wait=failed)
+
+
+def _deliver(number: int, *, wait: bool) -> None:
+    from IPython.display import update_display
+
+    from workbooks.notebook.png import to_png
+
+    drawer = _state["drawer"]
+    png = drawer.take(number, wait=wait) if drawer is not None else b""
+    if png is None:
+        return
+    display_id, figure = _shown.pop(number)
+    if not png:  # the drawer could not draw it: draw it here, as without this module
+        try:
+            png = to_png(figure)
+        except Exception as exc:
+            update_display(
+                {"text/plain": f"{figure!r} could not be drawn: {exc!r}"},
+                raw=True,
+                display_id=display_id,
+            )
+            return
+    update_display(
+        {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": repr(figure)},
+        raw=True,
+        display_id=display_id,
+    )
