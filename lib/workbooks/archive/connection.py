@@ -22,6 +22,7 @@ from workbooks.core.database import (
     PostgresConnection,
     connect_postgres,
     database_label,
+    use_wal,
 )
 from workbooks.core.errors import ArchiveError
 
@@ -54,7 +55,7 @@ class IndexFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not check_schema:
             connection = index.connect(self.path, timeout=self.timeout, create=False)
-            connection.execute("PRAGMA journal_mode = WAL")
+            use_wal(connection, self.timeout)
             return connection
         try:
             return index.connect(self.path, timeout=self.timeout)

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from workbooks.core.database import use_wal
+
 SCHEMA_VERSION = 2
 TABLES = ("search", "notes", "findings", "runs", "incidents", "schema_version")
 _SQLITE_SCHEMA = """
@@ -100,8 +102,7 @@ def connect(path: Path, *, timeout: float, create: bool = True) -> sqlite3.Conne
         if not create:
             return connection
         # WAL lets readers go on while one process writes; it persists in the file.
-        wal = "PRAGMA journal_mode = WAL"
-        check_schema(connection, before_create=lambda: connection.execute(wal))
+        check_schema(connection, before_create=lambda: use_wal(connection, timeout))
     except sqlite3.Error:
         connection.close()
         raise

