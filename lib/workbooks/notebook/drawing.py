@@ -186,19 +186,6 @@ def start() -> None:
             log.warning("the chart drawer could not start", exc_info=True)
 
 
-def rehearse(figures: list[Any]) -> None:
-    """Have the drawer draw ``figures`` and throw them away (a service kernel's warm-up)."""
-    drawer = _state["drawer"]
-    if drawer is None or not drawer.alive:
-        return
-    numbers = []
-    for figure in figures:
-        numbers.append(next(_numbers))
-        drawer.submit(numbers[-1], figure)
-    for number in numbers:
-        drawer.take(number, wait=True)
-
-
 def show(figure: Any) -> bool:
     """Hand ``figure`` to the drawer and show its place; False if it is not drawn beside."""
     from IPython.display import display

@@ -8,8 +8,10 @@ kind set up their machinery. :func:`warm_up` pays for these while the kernel wai
 alert: a chart of each kind drawn and thrown away, evidence written to a temporary folder and
 read back, Prometheus's answer format decoded, the analysis functions run, all on made-up
 numbers. What stays is what imports leave: modules and caches (fonts, text sizes, a renderer
-per chart size). No name in the notebook, no figure, no file, no configuration read: the
-config is read by the run, as it is then. Measured in docs/performance.md (ninth pass).
+per chart size), which the kernel's chart drawer, forked after this, shares
+(:mod:`workbooks.notebook.drawing`). No name in the notebook, no figure, no file, no
+configuration read: the config is read by the run, as it is then. Measured in
+docs/performance.md (ninth and tenth passes).
 
 Best effort: a warm-up that fails is written to the kernel's log, and the kernel is used as
 it is, as good as one that never warmed up.
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbooks.notebook import analysis, charts, drawing
+from workbooks.notebook import analysis, charts
 from workbooks.notebook.sources import EvidenceSource, EvidenceWriter, Window, frame_from_matrix
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def _exercise() -> None:
     analysis.compare(series, analysis.series_of(baseline, route="c"), since=since)
     onset = analysis.find_onset(series)
     markers = analysis.changes(current, label="version", by=[])
-    figures = [
+    charts.to_png(
         charts.timeseries(
             current,
             baseline=baseline,
@@ -81,14 +83,8 @@ def _exercise() -> None:
             onset=onset,
             limit=5.0,
             markers=markers,
-        ),
-        charts.ranked_bars(ranking, label="route", title="warm-up", highlight="c"),
-        charts.ranked_bars(  # a log axis
-            pd.DataFrame({"route": ["a", "b", "c"], "ratio": np.array([0.5, 2.0, 40.0])}),
-            label="route",
-            title="warm-up",
-        ),
-    ]
-    for figure in figures:  # in the kernel (a chart that cannot be drawn beside), and beside
-        charts.to_png(figure)
-    drawing.rehearse(figures)
+        )
+    )
+    charts.to_png(charts.ranked_bars(ranking, label="route", title="warm-up", highlight="c"))
+    spread = pd.DataFrame({"route": ["a", "b", "c"], "ratio": np.array([0.5, 2.0, 40.0])})
+    charts.to_png(charts.ranked_bars(spread, label="route", title="warm-up"))  # a log axis

@@ -42,12 +42,11 @@ from workbooks.running.prelaunch import Prelaunched
 
 log = logging.getLogger(__name__)
 
-# What every runbook's first cell imports, done before the run (the charts module imports
-# matplotlib's Figure and pandas); then the chart drawer forks (workbooks.notebook.drawing).
+# What every runbook's first cell imports, done before the run; then the chart drawer forks
+# (notebook/drawing.py), after a service kernel's warm-up (notebook/warmup.py), sharing it.
 PRELOAD = "import pandas, matplotlib.figure, workbooks.notebook.incident, workbooks.runbooks.steps"
-PRELOAD += "\nworkbooks.notebook.drawing.start()"
-# What a service's kernel runs after PRELOAD while no run is going (workbooks.notebook.warmup).
-WARM_UP = "import workbooks.notebook.warmup\nworkbooks.notebook.warmup.warm_up()"
+DRAWER = "__import__('workbooks.notebook.drawing', fromlist=['start']).start()"
+WARM_UP = f"import workbooks.notebook.warmup\nworkbooks.notebook.warmup.warm_up()\n{DRAWER}"
 START_TIMEOUT_SECONDS = 60.0
 PRELOAD_TIMEOUT_SECONDS = 120.0
 
@@ -97,7 +96,8 @@ def start_warm_kernel(
     imports; ``cancel``, when set, stops the wait for them and shuts the kernel down. A
     ``prelaunched`` process (:mod:`workbooks.running.prelaunch`) is adopted if it is the kernel
     jupyter_client would start (it keeps the folder it started in), and stopped otherwise.
-    ``warm_up``, asked after the imports, says whether to run :data:`WARM_UP` too.
+    ``warm_up``, asked after the imports, says whether to run :data:`WARM_UP` before the
+    drawer starts (:data:`DRAWER`).
     """
     manager = adopting_manager(kernel_name, prelaunched) if prelaunched else None
     if manager is None:
@@ -124,15 +124,16 @@ def start_warm_kernel(
         kernel = WarmKernel(manager, kernel_log, _settings(env))
         _silent(
             kernel,
-            preload,
+            f"{preload}\n{DRAWER}" if warm_up is None else preload,
             cancel=cancel,
             timeout=PRELOAD_TIMEOUT_SECONDS,
             what=repr(preload.splitlines()[0]),
             hint="; check the package imports in this environment "
             "(python -c 'import workbooks.notebook.incident')",
         )
-        if warm_up is not None and warm_up():
-            _silent(kernel, WARM_UP, cancel=cancel, timeout=START_TIMEOUT_SECONDS, what="WARM_UP")
+        if warm_up is not None:
+            code, what = (WARM_UP, "WARM_UP") if warm_up() else (DRAWER, "DRAWER")
+            _silent(kernel, code, cancel=cancel, timeout=START_TIMEOUT_SECONDS, what=what)
     except BaseException:
         WarmKernel(manager, kernel_log).discard()
         if prelaunched is not None:
@@ -237,8 +238,7 @@ class KernelPool:
 
     A replacement waits while a run is going and another kernel is ready: starting a kernel
     and its imports takes a core for 2 to 3 s, which slowed the run it was started beside (warm
-    high-latency runs on 2 cores, the two ways alternating: 3.02 s with the replacement started
-    as the run took its kernel, 2.52 s with it held back; docs/performance.md). It starts at
+    high-latency on 2 cores: 3.02 -> 2.52 s held back; docs/performance.md). It starts at
     once when no kernel is left ready, so the next alert never waits for a kernel the pool
     could have been starting. A run's kernel is taken with :meth:`lease`, which tells the pool
     when the run has ended. ``prelaunched`` is the first kernel's process when the command has
