@@ -28,7 +28,8 @@ runs, its median over both is the floor):
     ``benchmarks/charts.py``: one chart's ``to_png`` against matplotlib's Agg draw of it.
 ``week``
     ``benchmarks/week.py``: ``workbook run high-memory --lookback 7d`` on a real Prometheus
-    holding 1,000 series; the peak resident memory of the command and its kernel. Goal 500 MB.
+    holding 1,000 series; the peak memory of the command, its kernel and the kernel's chart
+    drawer (PSS, and the RSS sum). Goal 500 MB.
 ``storm``
     ``benchmarks/webhook_storm.py``'s storm on the tiny runbook: 500 deliveries (50 groups x 10)
     from 16 client threads, evenly over 30 s: POST latency percentiles, lost runs, drain time.

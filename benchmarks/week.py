@@ -3,9 +3,11 @@
 A real Prometheus is backfilled (promtool) with ``process_resident_memory_bytes`` of 1,000
 instances of one service, a sample every 5 minutes over 8 days (the 7-day window and its
 baseline a day earlier); one instance leaks. Then ``workbook run high-memory --lookback 7d``
-runs as a user types it, and the resident memory of its whole process tree (the command and
-its kernel) is sampled every 20 ms. Printed: the peak of the sum and of each process, the wall
-time, the step the run chose, the most points any series got, and what the run concluded.
+runs as a user types it, and the memory of its whole process tree (the command, its kernel
+and the kernel's chart drawer) is sampled every 20 ms. Printed: the peak of the sum of their
+PSS (a page the kernel shares with its drawer counted once) and of their RSS (counted twice),
+each process's peak RSS, the wall time, the step the run chose, the most points any series
+got, and what the run concluded.
 
     .venv/bin/python benchmarks/week.py            # goal: peak under 500 MB, ~1,000 points
     .venv/bin/python benchmarks/week.py --series 200 --days 3
