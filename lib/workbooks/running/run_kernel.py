@@ -1,4 +1,5 @@
-"""The kernel a run gets: IPython's own, without the debugger.
+"""The kernel a run gets: IPython's own, without the debugger, drawing its charts beside its
+cells (:mod:`workbooks.notebook.drawing`).
 
 ipykernel imports debugpy and sets up its debugger in every kernel it starts, for JupyterLab's
 debugging panel. A run's kernel executes a notebook under papermill and is shut down: nobody
