@@ -66,18 +66,19 @@ async def _connect(manager: AsyncKernelManager, timeout: float) -> Any:
 
 def _deliver_charts(client: Any) -> None:
     """Put the charts still being drawn beside the run in their places (:mod:`.drawing`)."""
+    from jupyter_core.utils import run_sync
     from nbformat.v4 import new_code_cell
 
     from workbooks.notebook.drawing import DELIVER_ALL
 
+    if not run_sync(client.km.is_alive)():  # killed: the charts' places say they were not ready
+        return
     cells = client.nb.cells
     cells.append(new_code_cell(DELIVER_ALL))  # nbclient puts a cell it ran at its index
     try:
         client.execute_cell(cells[-1], len(cells) - 1, store_history=False)
-    except Exception:  # a dead or stopped kernel: its charts' places say they were not ready
-        logging.getLogger(__name__).warning(
-            "charts drawn beside the run were not delivered", exc_info=True
-        )
+    except Exception as exc:  # the kernel died meanwhile, or the run's timeout passed
+        logging.getLogger(__name__).warning("charts drawn beside the run not delivered: %s", exc)
     finally:
         cells.pop()
 
