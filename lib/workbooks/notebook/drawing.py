@@ -113,14 +113,19 @@ class _Drawer:
             self.stop()
 
     def _receive(self) -> None:
-        with self._incoming:
-            while (frame := _read_frame(self._incoming)) is not None:
-                number, png = pickle.loads(frame)
-                with self._changed:
-                    self._drawn[number] = png
-                    self._changed.notify_all()
-        self.stop()
-        os.waitpid(self.pid, 0)
+        try:
+            with self._incoming:
+                while (frame := _read_frame(self._incoming)) is not None:
+                    number, png = pickle.loads(frame)
+                    with self._changed:
+                        self._drawn[number] = png
+                        self._changed.notify_all()
+        except OSError:  # nothing to read any more: as if the drawer had ended
+            pass
+        finally:  # the charts not drawn yet are drawn in the kernel
+            self.stop()
+            with contextlib.suppress(ChildProcessError):  # reaped already
+                os.waitpid(self.pid, 0)
 
 
 def _draw_forever(incoming: int, outgoing: int) -> None:
