@@ -13,10 +13,10 @@ import os
 import uuid
 from pathlib import Path
 
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
 from workbooks.running.kernels import KERNEL_ARGUMENTS
+from workbooks.running.manager import KernelManager
 from workbooks.running.prelaunch import Prelaunched
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,10 @@ class _Adopted(LocalProvisioner):
             self.connection_file.unlink(missing_ok=True)
 
 
-def adopting_manager(kernel_name: str, prelaunched: Prelaunched) -> AsyncKernelManager | None:
+def adopting_manager(kernel_name: str, prelaunched: Prelaunched) -> KernelManager | None:
     """A manager that will take over ``prelaunched``, or None if jupyter_client would have
     started another command (a kernelspec or transport encryption of the user's)."""
-    manager = AsyncKernelManager(kernel_name=kernel_name)
+    manager = KernelManager(kernel_name=kernel_name)
     try:
         manager.connection_file = str(prelaunched.connection_file)
         manager.load_connection_file()

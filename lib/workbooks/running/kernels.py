@@ -106,9 +106,9 @@ def kernel_manager_class(
     concurrent runs in one process from moving each other's files.
     """
 
-    from jupyter_client.manager import AsyncKernelManager
+    from workbooks.running.manager import KernelManager
 
-    class RunKernelManager(AsyncKernelManager):
+    class RunKernelManager(KernelManager):
         async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]
             kwargs.update(cwd=str(cwd), env=kernel_environment(env), stdout=log, stderr=log)
             kwargs["extra_arguments"] = [*(kwargs.get("extra_arguments") or []), *KERNEL_ARGUMENTS]

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import IO
 
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.manager import AsyncKernelManager
 
 from workbooks.core.errors import RunFailedError
 from workbooks.running.adopt import adopting_manager
 from workbooks.running.kernels import KERNEL_ARGUMENTS, kernel_environment
+from workbooks.running.manager import KernelManager
 from workbooks.running.prelaunch import Prelaunched
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class WarmKernel:
     """A started kernel with :data:`PRELOAD` done, the file its output goes to, and the
     package's settings (``WORKBOOKS_*``) it started with."""
 
-    manager: AsyncKernelManager
+    manager: KernelManager
     log: IO[bytes]
     settings: Mapping[str, str] = field(default_factory=dict)
 
@@ -104,7 +104,7 @@ def start_warm_kernel(
         if prelaunched is not None:
             prelaunched.discard()
         prelaunched = None
-        manager = AsyncKernelManager(kernel_name=kernel_name)
+        manager = KernelManager(kernel_name=kernel_name)
     kernel_log = prelaunched.log if prelaunched else tempfile.TemporaryFile()  # noqa: SIM115
     env = prelaunched.env if prelaunched else kernel_environment()
     try:
