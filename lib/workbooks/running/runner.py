@@ -33,6 +33,7 @@ from workbooks.running.execution import (
     execute_notebook,
     fill_summary,
     mark_failure,
+    read_ahead,
     read_notebook,
 )
 from workbooks.running.parameters import DEFAULT_BASELINE, Parameters
@@ -113,6 +114,7 @@ def _run_route(
                 json.dumps(group.to_payload(), indent=2, ensure_ascii=False) + "\n",
                 encoding="utf-8",
             )
+            read_ahead(runbook.path)  # while a one-shot run's kernel starts
             # The pool holds back a replacement kernel until the run is archived.
             kernel = run_going.enter_context(kernels.lease()) if kernels is not None else None
             execution = execute_notebook(
