@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from workbooks.running.warm import PRELOAD
+
 
 def _modules_after(statement: str) -> set[str]:
     loaded = "sorted(name for name, module in sys.modules.items() if module is not None)"
@@ -133,3 +135,18 @@ def test_papermill_is_spared_pyarrow_but_nothing_else_is() -> None:
         "import pyarrow.parquet, pyarrow.fs, boto3"
     )
     assert {"pyarrow.parquet", "pyarrow.fs", "boto3", "papermill.iorw"} <= loaded
+
+
+def test_only_a_run_that_queries_prometheus_loads_its_client() -> None:
+    """requests and prometheus-api-client cost a cold kernel 60-80 ms: a run's kernel loads
+    them when its source is a Prometheus, never for a demo or a replay of evidence."""
+    opening = (
+        "from workbooks.core.config import PrometheusSettings\n"
+        "from workbooks.notebook.sources import open_source\n"
+        "source = open_source({!r}, runbook='high-latency', settings=PrometheusSettings())\n"
+    )
+    replaying = _modules_after(f"{PRELOAD}\n{opening.format('demo')}")
+    assert {"workbooks.notebook.incident", "workbooks.notebook.sources"} <= replaying
+    assert not {"requests", "prometheus_api_client"} & replaying
+    live = _modules_after(opening.format("http://127.0.0.1:9"))
+    assert {"requests", "prometheus_api_client"} <= live

@@ -29,19 +29,18 @@ from workbooks.core.errors import (
     QueryFailedError,
     SourceUnavailableError,
 )
+from workbooks.core.redact import redact_url
 from workbooks.notebook.catalog import Catalog
+from workbooks.notebook.prometheus import PrometheusSource, frame_from_matrix
 from workbooks.notebook.source_spec import archived_source, choose_source
 from workbooks.notebook.sources import (
     EvidenceSource,
     EvidenceWriter,
-    PrometheusSource,
     Window,
     choose_step,
     demo_evidence_dir,
     empty_frame,
-    frame_from_matrix,
     open_source,
-    redact_url,
     series_count,
     utc,
 )

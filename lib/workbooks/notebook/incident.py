@@ -24,6 +24,7 @@ from workbooks.core.durations import parse_duration
 from workbooks.core.errors import SourceError, SourceUnavailableError, WorkbooksError
 from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
 from workbooks.core.paths import runbook_group
+from workbooks.core.redact import redact_url
 from workbooks.notebook import analysis, charts, drawing
 from workbooks.notebook.catalog import Catalog
 from workbooks.notebook.display import (
@@ -40,7 +41,6 @@ from workbooks.notebook.sources import (
     choose_step,
     empty_frame,
     open_source,
-    redact_url,
     series_count,
     utc,
 )

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from workbooks.notebook import analysis, charts
-from workbooks.notebook.sources import EvidenceSource, EvidenceWriter, Window, frame_from_matrix
+from workbooks.notebook.prometheus import frame_from_matrix
+from workbooks.notebook.sources import EvidenceSource, EvidenceWriter, Window
 
 log = logging.getLogger(__name__)
 
