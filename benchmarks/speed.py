@@ -10,8 +10,12 @@ checkout's code (every ``workbook`` process and kernel here inherits the path): 
 the before/after numbers in docs/performance.md were taken.
 
 What it times, each against the **floor** measured in the same run (a fresh ``python3`` kernel
-plus ``import pandas, matplotlib.pyplot`` in it, until the reply; measured before and after the
-runs, its median over both is the floor):
+plus ``import pandas, matplotlib.pyplot`` in it, until the reply). The floor is measured once
+before the first row and once after each row; a row's ratio is its median against the floor
+beside it, the median of the two samples before the row and the two after it, so on a machine
+whose load drifts during the run (a shared one: the floor moved from 1.31 to 1.64 s within an
+hour) each row is compared with the floor of its own minutes. The floor line gives the median
+of all the samples.
 
 ``cold``
     ``workbook demo RUNBOOK`` (and ``workbook replay ID`` of the high-latency run) as a user
@@ -97,8 +101,26 @@ def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-def bench_cold(runbooks: list[str], runs: int, archive: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {"times": {}, "artifact_bytes": {}, "run_ids": {}}
+class Floors:
+    """The floor samples of a run, one before the first row and one after each row."""
+
+    def __init__(self) -> None:
+        floor_once()  # warm-up, not counted
+        self.samples = [floor_once()]
+
+    def after_row(self) -> int:
+        """Measure the floor after a row; the sample's number, for :meth:`beside`."""
+        self.samples.append(floor_once())
+        return len(self.samples) - 1
+
+    def beside(self, after: int) -> float:
+        """The floor of the row before sample ``after``: the median of the two samples before
+        the row and the two after it (one sample is as noisy as one run)."""
+        return median(self.samples[max(after - 2, 0) : after + 2])
+
+
+def bench_cold(runbooks: list[str], runs: int, archive: Path, floors: Floors) -> dict[str, Any]:
+    results: dict[str, Any] = {"times": {}, "artifact_bytes": {}, "run_ids": {}, "floor_after": {}}
     workbook("demo", runbooks[0], "--json", archive=archive)  # warm-up: disk caches, bytecode
     for name in runbooks:
         samples = []
@@ -112,6 +134,7 @@ def bench_cold(runbooks: list[str], runs: int, archive: Path) -> dict[str, Any]:
             results["artifact_bytes"][name] = max(results["artifact_bytes"].get(name, 0), size)
             log(f"  cold demo {name}: {seconds:.2f} s {record['status']}")
         results["times"][f"demo {name}"] = samples
+        results["floor_after"][f"demo {name}"] = floors.after_row()
     if "high-latency" in results["run_ids"]:
         samples = []
         for _ in range(runs):
@@ -119,6 +142,7 @@ def bench_cold(runbooks: list[str], runs: int, archive: Path) -> dict[str, Any]:
             samples.append(seconds)
             log(f"  cold replay high-latency: {seconds:.2f} s")
         results["times"]["replay high-latency"] = samples
+        results["floor_after"]["replay high-latency"] = floors.after_row()
     return results
 
 
@@ -135,10 +159,15 @@ def bench_reading(run_id: str, runs: int, archive: Path) -> dict[str, list[float
     }
 
 
-def bench_warm(runbooks: list[str], runs: int, scratch: Path) -> dict[str, list[float]]:
+def bench_warm(
+    runbooks: list[str], runs: int, scratch: Path, floors: Floors
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Each runbook's times, and the floor sample after each (measured while the service is
+    idle, its warm kernels ready)."""
     archive = scratch / "warm" / "archive"
     service = ServiceProcess(archive, notebooks=None, prometheus="demo")
     times: dict[str, list[float]] = {}
+    after: dict[str, int] = {}
     try:
         for name in ["warm-up", *runbooks]:
             alert = demo_alert_path(name if name != "warm-up" else runbooks[0])
@@ -150,9 +179,12 @@ def bench_warm(runbooks: list[str], runs: int, scratch: Path) -> dict[str, list[
                 log(f"  warm {name}: {seconds:.2f} s")
                 if name != "warm-up":
                     times.setdefault(name, []).append(seconds)
+            if name != "warm-up":
+                wait_for_warm_kernels(service.url)
+                after[name] = floors.after_row()
     finally:
         service.stop()
-    return times
+    return times, after
 
 
 def wait_for_warm_kernels(url: str) -> None:
@@ -200,13 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="speed-"))
     try:
-        log("floor (before)")
-        floor_once()  # warm-up, not counted
-        floor = [floor_once() for _ in range(args.runs)]
-        cold = bench_cold(args.runbooks, args.runs, scratch / "cold" / "archive")
-        warm = {} if args.no_warm else bench_warm(args.runbooks, args.runs, scratch)
-        log("floor (after)")
-        floor += [floor_once() for _ in range(args.runs)]
+        log("floor")
+        floors = Floors()
+        cold = bench_cold(args.runbooks, args.runs, scratch / "cold" / "archive", floors)
+        warm, warm_floor_after = ({}, {})
+        if not args.no_warm:
+            warm, warm_floor_after = bench_warm(args.runbooks, args.runs, scratch, floors)
         first = next(iter(cold["run_ids"].values()))
         reading = bench_reading(first, max(args.runs, 5), scratch / "cold" / "archive")
         chart_rows = bench_charts(max(args.runs, 10))
@@ -216,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         week = None if args.no_week else run_week(scratch / "week", series=1000, days=7)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    floor_median = median(floor)
+    floor = floors.samples
     print(
         f"issue 12 benchmark: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
         f"load (1 min) {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
@@ -224,14 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"code measured: {__import__('workbooks').__file__}")
     print(
-        f"floor: kernel start + `import pandas, matplotlib.pyplot`: median {floor_median:.2f} s "
-        f"(min {min(floor):.2f}, max {max(floor):.2f}, {len(floor)} runs before and after)"
+        f"floor: kernel start + `import pandas, matplotlib.pyplot`: median {median(floor):.2f} s "
+        f"(min {min(floor):.2f}, max {max(floor):.2f}, {len(floor)} runs: before the first row "
+        "and after each); a row's ratio is against the floor beside it (floor_s)"
     )
-    rows = [("what", "median_s", "min_s", "max_s", "ratio", "goal")]
+    rows = [("what", "median_s", "min_s", "max_s", "floor_s", "ratio", "goal")]
     for label, samples in cold["times"].items():
-        rows.append(_row(f"cold  {label}", samples, floor_median, "1.5x"))
+        beside = floors.beside(cold["floor_after"][label])
+        rows.append(_row(f"cold  {label}", samples, beside, "1.5x"))
     for name, samples in warm.items():
-        rows.append(_row(f"warm  serve {name}", samples, floor_median, "1.0x"))
+        beside = floors.beside(warm_floor_after[name])
+        rows.append(_row(f"warm  serve {name}", samples, beside, "1.0x"))
     for label, samples in reading.items():
         rows.append(_row(f"read  workbook {label}", samples, None, f"{READING_GOAL_SECONDS} s"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
@@ -261,6 +295,7 @@ def _row(label: str, samples: list[float], floor: float | None, goal: str) -> tu
         f"{median(samples):.2f}",
         f"{min(samples):.2f}",
         f"{max(samples):.2f}",
+        f"{floor:.2f}" if floor else "-",
         ratio,
         goal,
     )
