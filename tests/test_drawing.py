@@ -123,6 +123,23 @@ def test_a_runs_charts_are_drawn_beside_it_each_in_its_place(tmp_path: Path, ker
     assert not psutil.pid_exists(drawer["pid"]), "the drawer outlived its kernel"
 
 
+def test_the_kernel_draws_the_last_charts_while_the_drawer_draws_the_first(tmp_path: Path) -> None:
+    """A run's last cell shows four charts: the drawer is still on the first when the cells
+    end, so the kernel draws from the last back; each PNG is the same whoever drew it."""
+    cells = [
+        "for n in (30, 31, 32, 33):\n    show(bars(n))\n"
+        "drawing.deliver_all()  # as the engine does after the last cell\n"
+        "print(json.dumps(drawing._state['drawn_here']))",
+        "show(bars(9))",
+    ]
+    execution, out = run(tmp_path, cells)
+    assert execution.status == "succeeded", execution.error
+    assert printed(out[0]) >= 1, "the kernel drew none of the charts still being drawn"
+    assert pngs(out[0]) == [made_here(30), made_here(31), made_here(32), made_here(33)]
+    assert pngs(out[1]) == [made_here(9)]
+    assert no_placeholder_left(out)
+
+
 def test_charts_the_drawer_cannot_draw_are_drawn_in_the_kernel(tmp_path: Path) -> None:
     cells = [
         # A chart class the notebook defines after the drawer forked: the drawer cannot load it.
