@@ -17,6 +17,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow
+import pyarrow.parquet
 
 from workbooks.core.config import PrometheusSettings
 from workbooks.core.errors import ConfigError, EvidenceMissingError
@@ -33,6 +35,7 @@ from workbooks.core.paths import DEMO_EVIDENCE_DIR, demo_dir
 from .source_spec import CONFIGURED_PROMETHEUS, DEMO_SOURCE
 
 MANIFEST = "manifest.json"
+_PYARROW_VALUES_WARNING = r"(Series|DatetimeIndex)\.values returning an ndarray that drops"
 _NICE_STEPS_SECONDS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 
 
@@ -132,7 +135,14 @@ class EvidenceWriter:
         frame: pd.DataFrame,
     ) -> None:
         file_name = f"{_file_stem(name)}.{role}.parquet"
-        frame.to_parquet(self.folder / file_name, index=False)
+        # The file pandas' to_parquet writes, byte for byte, without a thread per column: for
+        # a result's three to six columns the threads cost more than the conversion (2.1 ->
+        # 1.2 ms a result; docs/performance.md). The warning is the one to_parquet hides too
+        # (pyarrow before 26 reads a tz-aware column's .values; pandas GH#68426).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _PYARROW_VALUES_WARNING)
+            table = pyarrow.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+        pyarrow.parquet.write_table(table, self.folder / file_name)
         pyarrow.default_memory_pool().release_unused()  # a large answer's buffers, given back
         entry = {
             "name": name,
