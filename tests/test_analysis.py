@@ -170,6 +170,43 @@ def test_top_contributors_lists_a_new_label_value_after_those_with_ratios():
     assert math.isnan(table["ratio"].iloc[1]) and table["current"].iloc[1] == 40.0
 
 
+@pytest.mark.parametrize(
+    "since", [None, MINUTES[30], MINUTES[119], MINUTES[0] - pd.Timedelta("1h")]
+)
+def test_top_contributors_gives_each_label_what_compare_gives_its_series(since):
+    """The table is one pass over all the series; each row must still read as compare() of
+    that label's own series: gaps, NaN, a series that ends early, one only in the baseline."""
+    rng = np.random.default_rng(11)
+    gappy = rng.normal(50, 5, 120)
+    gappy[rng.random(120) < 0.3] = np.nan
+    current = long_frame(
+        {
+            "/v1/chat": rng.normal(100, 10, 120),
+            "/v1/vision": gappy,
+            "/v1/audio": rng.normal(20, 2, 45),  # stopped reporting after 45 minutes
+            "/v1/nan": np.full(120, np.nan),
+        }
+    )
+    baseline = long_frame(
+        {
+            "/v1/chat": rng.normal(100, 10, 120),
+            "/v1/vision": rng.normal(25, 5, 120),
+            "/v1/audio": rng.normal(20, 2, 120),
+            "/v1/nan": rng.normal(5, 1, 120),
+            "/v1/gone": rng.normal(7, 1, 120),  # absent from the current window
+        }
+    )
+    table = top_contributors(current, baseline, by="route", since=since)
+    assert sorted(table["route"]) == ["/v1/audio", "/v1/chat", "/v1/gone", "/v1/nan", "/v1/vision"]
+    for row in table.itertuples(index=False):
+        now = series_of(current, route=row.route)
+        expected = compare(now, series_of(baseline, route=row.route), since=since)
+        assert (row.current, row.baseline) == pytest.approx(
+            (expected.current, expected.baseline), nan_ok=True, rel=0, abs=0
+        )
+        assert math.isnan(row.ratio) if expected.ratio is None else row.ratio == expected.ratio
+
+
 def test_top_contributors_down_puts_the_largest_drop_first():
     current = long_frame({"a": np.full(10, 90.0), "b": np.full(10, 20.0)})
     baseline = long_frame({"a": np.full(10, 100.0), "b": np.full(10, 100.0)})

@@ -201,17 +201,20 @@ def top_contributors(
         raise ValueError(f"direction must be 'up' or 'down', not {direction!r}")
     now = to_wide(current, by, agg=agg)
     before = to_wide(baseline, by, agg=agg) if baseline is not None else to_wide(current[:0], by)
-    rows = []
-    for name in list(now.columns) + [c for c in before.columns if c not in now.columns]:
-        result = compare(
-            now[name] if name in now.columns else frames.empty_series(),
-            before[name] if name in before.columns else frames.empty_series(),
-            since=since,
-        )
-        ratio = math.nan if result.ratio is None else result.ratio
-        rows.append((name, result.current, result.baseline, ratio, result.delta))
-    table = pd.DataFrame(rows, columns=[by, "current", "baseline", "ratio", "delta"])
-    table = table.astype({"current": float, "baseline": float, "ratio": float, "delta": float})
+    names = list(now.columns) + [c for c in before.columns if c not in now.columns]
+    now_medians, before_medians = _window_medians(now, before, names, since=since)
+    usable = np.isfinite(now_medians) & np.isfinite(before_medians) & (before_medians != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(usable, now_medians / before_medians, np.nan)
+    table = pd.DataFrame(
+        {
+            by: names or pd.Series([], dtype=object),  # no names: object, as before
+            "current": now_medians,
+            "baseline": before_medians,
+            "ratio": ratios,
+            "delta": now_medians - before_medians,
+        }
+    )
     table["_no_ratio"] = table["ratio"].isna()
     table = table.sort_values(by, kind="stable").sort_values(
         ["_no_ratio", "ratio", "current"],
@@ -220,6 +223,43 @@ def top_contributors(
         kind="stable",
     )
     return table.drop(columns="_no_ratio").reset_index(drop=True)
+
+
+def _window_medians(
+    now: pd.DataFrame, before: pd.DataFrame, names: list[str], *, since: TimeLike | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per name, what :func:`compare` gives as ``current`` and ``baseline`` for the column of
+    ``now`` and ``before`` (all NaN where missing), the frames of :func:`to_wide`: the medians
+    over ``since`` (else the column's first point in ``now``) to its last point in ``now``.
+
+    One pass over each frame's values instead of a :func:`compare` per column, which cleaned
+    and sliced two series each time: the 50 rankings of the 15 demo runs, 0.54 -> 0.22 s (see
+    docs/performance.md). Each median is ``np.median`` of the same values, as pandas takes it.
+    """
+    values = now.reindex(columns=names).to_numpy(dtype=float)
+    stamps = now.index.asi8
+    present = ~np.isnan(values)
+    found = present.any(axis=0)
+    lowest, highest = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    end = np.full(len(names), highest)
+    start = np.full(len(names), lowest if since is None else frames.utc(since).as_unit("ns").value)
+    if len(stamps):
+        end = np.where(found, stamps[len(stamps) - 1 - present[::-1].argmax(axis=0)], highest)
+        if since is None:
+            start = np.where(found, stamps[present.argmax(axis=0)], lowest)
+
+    def medians(table: np.ndarray, at: np.ndarray) -> np.ndarray:
+        inside = (at[:, None] >= start) & (at[:, None] <= end) & ~np.isnan(table)
+        return np.array(
+            [
+                np.median(table[inside[:, i], i]) if inside[:, i].any() else np.nan
+                for i in range(len(names))
+            ],
+            dtype=float,
+        )
+
+    baseline = before.reindex(columns=names).to_numpy(dtype=float)
+    return medians(values, stamps), medians(baseline, before.index.asi8)
 
 
 # --- label changes (deploys, rollouts) ------------------------------------------------------
