@@ -63,22 +63,32 @@ def with_slices(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with a ``slice`` column naming its precision and eval set."""
     if frame.empty:
         return frame.assign(**{SLICE: pd.Series(dtype=str)})
-    names = [
-        slice_name(str(p), str(e))
-        for p, e in zip(frame["precision"], frame["eval_set"], strict=True)
-    ]
+    pairs = zip(frame["precision"].tolist(), frame["eval_set"].tolist(), strict=True)  # lists:
+    names = [slice_name(str(p), str(e)) for p, e in pairs]  # 8x quicker than the Arrow columns
     return frame.assign(**{SLICE: names})
 
 
+# serving_slices' last answer: (gaps, its current and baseline frames then, the answer).
+_last_served: list[tuple[QueryResult, object, object, QueryResult]] = []
+
+
 def serving_slices(gaps: QueryResult) -> QueryResult:
-    """The gap result with one serving series per slice, in current and baseline."""
+    """The gap result with one serving series per slice, in current and baseline.
+
+    Five steps of a run ask it of the same result (35 ms each on the demo): the last answer is
+    kept, and given again while ``gaps`` is the same result holding the same frames.
+    """
+    for seen, current, baseline, served in _last_served:
+        if seen is gaps and current is gaps.current and baseline is gaps.baseline:
+            return served
     keys = ("precision", "eval_set")
-    baseline = gaps.baseline
-    return dataclasses.replace(
+    served = dataclasses.replace(
         gaps,
         current=with_slices(serving(gaps.current, keys)),
-        baseline=with_slices(serving(baseline, keys)) if baseline is not None else None,
+        baseline=with_slices(serving(gaps.baseline, keys)) if gaps.baseline is not None else None,
     )
+    _last_served[:] = [(gaps, gaps.current, gaps.baseline, served)]
+    return served
 
 
 def slice_parts(frame: pd.DataFrame, names: tuple[str, ...]) -> dict[str, list[str]]:
