@@ -268,7 +268,8 @@ def _with_fault(frame: pd.DataFrame | None) -> pd.DataFrame:
     """``frame`` with a ``fault`` column naming its precision and kind (``fp16 nan``)."""
     if frame is None or frame.empty:
         return pd.DataFrame({"timestamp": [], "precision": [], "kind": [], FAULT: [], "value": []})
-    names = [f"{p} {k}" for p, k in zip(frame["precision"], frame["kind"], strict=True)]
+    pairs = zip(frame["precision"].tolist(), frame["kind"].tolist(), strict=True)  # as with_slices
+    names = [f"{p} {k}" for p, k in pairs]
     return frame.assign(**{FAULT: names})
 
 
