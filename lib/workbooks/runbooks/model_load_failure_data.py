@@ -99,12 +99,24 @@ def attempted_versions(frame: pd.DataFrame | None) -> pd.DataFrame:
     if frame is None or frame.empty or "model_version" not in frame:
         return pd.DataFrame(columns=columns)
     tidy = frame[frame["value"].notna() & (frame["value"] > 0)]
-    rows = []
-    for (instance, stamp), group in tidy.groupby(["instance", "timestamp"], sort=True):
-        # While a rollout's 5-minute rate window still holds the old version, the newest wins.
-        version = max(group["model_version"].astype(str), key=version_key)
-        rows.append((stamp, instance, version, 1.0))
-    return pd.DataFrame(rows, columns=columns)
+    if tidy.empty:
+        return pd.DataFrame(columns=columns)
+    # While a rollout's 5-minute rate window still holds the old version, the newest wins: each
+    # version ranked once, then the top rank of every (instance, timestamp), at once (a loop
+    # over those groups took 95 ms a call on the demo).
+    versions = tidy["model_version"].astype(str)
+    rank = {version: i for i, version in enumerate(sorted(set(versions), key=version_key))}
+    ranks = pd.Series([rank[v] for v in versions.tolist()], index=tidy.index)
+    newest = ranks.groupby([tidy["instance"], tidy["timestamp"]], sort=True).idxmax()
+    return pd.DataFrame(
+        {
+            "timestamp": tidy.loc[newest, "timestamp"].to_numpy(),
+            "instance": tidy.loc[newest, "instance"].tolist(),
+            "model_version": versions.loc[newest].tolist(),
+            "value": 1.0,
+        },
+        columns=columns,
+    )
 
 
 def version_key(version: str) -> tuple:
