@@ -39,6 +39,17 @@ def _source(cell: dict) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
+# Each code cell parsed once, while this module is collected, as in test_layers.py: Python
+# 3.11.7's ast.parse can fail with "AST constructor recursion depth mismatch" once other tests
+# have run threads in the process (cpython#106905, pytest#10763); collection comes first.
+TREES = {
+    (path, index): ast.parse(_source(cell))
+    for path in NOTEBOOKS
+    for index, cell in enumerate(_load(path)["cells"])
+    if cell["cell_type"] == "code"
+}
+
+
 def test_the_three_foundation_runbooks_exist() -> None:
     assert {path.stem for path in NOTEBOOKS} >= {"high-latency", "high-memory", "accuracy-drop"}
 
@@ -63,7 +74,7 @@ def test_notebook_follows_the_contract(path: Path) -> None:
     assert len(tagged) == 1, "exactly one cell tagged parameters"
     assigned = [
         node.targets[0].id
-        for node in ast.parse(_source(tagged[0])).body
+        for node in TREES[path, cells.index(tagged[0])].body
         if isinstance(node, ast.Assign)
     ]
     assert assigned == PARAMETERS
@@ -78,10 +89,10 @@ def test_notebook_follows_the_contract(path: Path) -> None:
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
 def test_notebook_is_thin(path: Path) -> None:
     """No function or class in a notebook, no secrets in its parameters."""
-    for cell in _load(path)["cells"]:
+    for index, cell in enumerate(_load(path)["cells"]):
         if cell["cell_type"] != "code":
             continue
-        tree = ast.parse(_source(cell))
+        tree = TREES[path, index]
         defined = [
             node
             for node in ast.walk(tree)

@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow
-import pyarrow.parquet
 
 from workbooks.core.config import PrometheusSettings
 from workbooks.core.errors import ConfigError, EvidenceMissingError
@@ -135,6 +134,8 @@ class EvidenceWriter:
         step_seconds: int,
         frame: pd.DataFrame,
     ) -> None:
+        from pyarrow import parquet  # here, as in to_parquet: only a kernel that saves loads it
+
         file_name = f"{_file_stem(name)}.{role}.parquet"
         # The file pandas' to_parquet writes, byte for byte, without a thread per column: for
         # a result's three to six columns the threads cost more than the conversion (2.1 ->
@@ -143,7 +144,7 @@ class EvidenceWriter:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", _PYARROW_VALUES_WARNING)
             table = pyarrow.Table.from_pandas(frame, preserve_index=False, nthreads=1)
-        pyarrow.parquet.write_table(table, self.folder / file_name)
+        parquet.write_table(table, self.folder / file_name)
         pyarrow.default_memory_pool().release_unused()  # a large answer's buffers, given back
         entry = {
             "name": name,
