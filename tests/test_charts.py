@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 from workbooks.notebook import png as png_module
 from workbooks.notebook.analysis import changes, find_onset, series_of, top_contributors
 from workbooks.notebook.charts import no_data, ranked_bars, timeseries, to_png
-from workbooks.notebook.png import Chart, TightOnce
+from workbooks.notebook.png import ChartFigure, TightOnce
 
 GiB = 2**30
 MINUTES = pd.date_range("2026-11-02T08:00:00Z", periods=120, freq="min")
@@ -85,7 +85,7 @@ def test_timeseries_shows_series_baseline_alert_onset_limit_and_deploys():
         limit=1.0,
         limit_label="SLO",
         markers=changes(rollout(), label="model_version"),
-    )
+    ).figure
     labels = line_labels(figure)
     assert "alert fired 09:15 UTC" in labels
     assert "onset 09:10 UTC" in labels
@@ -113,7 +113,7 @@ def test_timeseries_keeps_the_top_series_by_last_value_and_says_so():
         limit=16 * GiB,
         limit_label="container limit",
         max_series=8,
-    )
+    ).figure
     legend = figure.axes[0].get_legend()
     assert legend.get_title().get_text() == "top 8 of 12 by last value"
     assert legend_texts(figure)[0] == "api-11"  # highest last value first
@@ -139,7 +139,7 @@ def test_timeseries_of_one_series_with_a_naive_alert_time():
         title="error ratio",
         unit="ratio",
         alert_start=ALERT.tz_localize(None),  # naive is read as UTC
-    )
+    ).figure
     assert "alert fired 09:15 UTC" in line_labels(figure)
     assert legend_texts(figure)[0] == "5xx"
     assert figure.axes[0].get_ylabel() == "%"
@@ -148,20 +148,21 @@ def test_timeseries_of_one_series_with_a_naive_alert_time():
 
 def test_timeseries_leaves_out_lines_outside_the_window():
     current, _ = latency_incident()
-    figure = timeseries(current, title="t", alert_start=MINUTES[0] - pd.Timedelta("3h"))
+    figure = timeseries(current, title="t", alert_start=MINUTES[0] - pd.Timedelta("3h")).figure
     assert not any(label.startswith("alert fired") for label in line_labels(figure))
 
 
 def test_timeseries_of_an_empty_result_is_the_no_data_placeholder():
     empty = pd.DataFrame({"timestamp": pd.Series(dtype="datetime64[ns, UTC]"), "value": []})
-    figure = timeseries(empty, title="queue depth")
+    figure = timeseries(empty, title="queue depth").figure
     assert any("no data for queue depth" in t.get_text() for t in figure.axes[0].texts)
 
 
 def test_ranked_bars_highlights_the_culprit_against_the_baseline_line():
     current, baseline = latency_incident()
     table = top_contributors(current, baseline, by="route", since=MINUTES[70])
-    figure = ranked_bars(table, label="route", title="Which route slowed", highlight="/v1/vision")
+    chart = ranked_bars(table, label="route", title="Which route slowed", highlight="/v1/vision")
+    figure = chart.figure
     ax = figure.axes[0]
     bars = ax.patches
     assert len(bars) == 3
@@ -178,14 +179,14 @@ def test_ranked_bars_lists_a_label_value_without_baseline():
     table = pd.DataFrame(
         {"model_version": ["2.3.1", "2.4.0"], "ratio": [1.1, float("nan")]},
     )
-    figure = ranked_bars(table, label="model_version", title="by version")
+    figure = ranked_bars(table, label="model_version", title="by version").figure
     assert any(text.get_text() == "no baseline" for text in figure.axes[0].texts)
     to_png(figure)
 
 
 def test_ratios_spanning_decades_read_as_plain_multiples_on_a_log_axis():
     table = pd.DataFrame({"route": ["/v1/chat", "/v1/embed", "/v1/vision"], "ratio": [40, 0.5, 2]})
-    figure = ranked_bars(table, label="route", title="Which route failed")
+    figure = ranked_bars(table, label="route", title="Which route failed").figure
     ax = figure.axes[0]
     to_png(figure)  # the labels are set when the chart is drawn
 
@@ -195,9 +196,9 @@ def test_ratios_spanning_decades_read_as_plain_multiples_on_a_log_axis():
     assert not any("$" in label for label in labels)  # no mathtext ("10^1")
 
 
-def narrow_chart() -> Chart:
+def narrow_chart() -> ChartFigure:
     """A chart whose layout shrinks its Axes enough that the draw places fewer ticks."""
-    figure = Chart(figsize=(4.0, 2.5), dpi=100, layout=TightOnce())
+    figure = ChartFigure(figsize=(4.0, 2.5), dpi=100, layout=TightOnce())
     ax = figure.add_subplot()
     ax.plot(np.linspace(0, 1_000, 50), np.linspace(0, 0.9, 50), label="a rather long label")
     ax.set_yticks([0.1, 0.5, 0.9], ["a long tick label here", "and another one", "third"])
@@ -240,7 +241,7 @@ def test_a_chart_changed_after_it_is_shown_draws_its_new_ticks():
 
 
 def test_no_data_says_so_visibly():
-    figure = no_data("Queue depth", "no data for queue_depth: sum(inference_queue_depth)")
+    figure = no_data("Queue depth", "no data for queue_depth: sum(inference_queue_depth)").figure
     assert any(t.get_text().startswith("no data for queue_depth") for t in figure.axes[0].texts)
     width, height = png_size(to_png(figure))
     assert width == 900 and height < 350

@@ -19,7 +19,7 @@ import pytest
 
 from test_service import wait_for
 from workbooks.notebook import charts, drawing
-from workbooks.notebook.png import Chart
+from workbooks.notebook.charts import Chart
 from workbooks.running.execution import Execution, execute_notebook
 from workbooks.running.warm import KernelPool
 
@@ -101,6 +101,7 @@ def test_a_runs_charts_are_drawn_beside_it_each_in_its_place(tmp_path: Path, ker
         "show(series()); show(bars(7))",
         "sum(range(10**6))  # a cell with no chart",
         "print(json.dumps(drawer()))\nshow(bars(12))",  # ready only after the last cell
+        "import sys\nprint(json.dumps('matplotlib' in sys.modules))",
     ]
     if kernel == "started for the run":
         execution, out = run(tmp_path, cells)
@@ -116,6 +117,8 @@ def test_a_runs_charts_are_drawn_beside_it_each_in_its_place(tmp_path: Path, ker
     assert pngs(out[2]) == []
     assert pngs(out[3]) == [made_here(12)]
     assert no_placeholder_left(out)
+    # A kernel started for its run never loads matplotlib: its drawer makes the figures.
+    assert printed(out[4]) is (kernel != "started for the run")
     # The drawer ends with its kernel.
     deadline = time.monotonic() + 10
     while psutil.pid_exists(drawer["pid"]) and time.monotonic() < deadline:
@@ -125,9 +128,10 @@ def test_a_runs_charts_are_drawn_beside_it_each_in_its_place(tmp_path: Path, ker
 
 def test_the_kernel_draws_the_last_charts_while_the_drawer_draws_the_first(tmp_path: Path) -> None:
     """A run's last cell shows four charts: the drawer is still on the first when the cells
-    end, so the kernel draws from the last back; each PNG is the same whoever drew it."""
+    end, so a kernel that has matplotlib (a service's, warmed up) draws from the last back;
+    each PNG is the same whoever drew it."""
     cells = [
-        "for n in (30, 31, 32, 33):\n    show(bars(n))\n"
+        "import matplotlib.figure\nfor n in (30, 31, 32, 33):\n    show(bars(n))\n"
         "drawing.deliver_all()  # as the engine does after the last cell\n"
         "print(json.dumps(drawing._state['drawn_here']))",
         "show(bars(9))",
@@ -147,7 +151,7 @@ def test_charts_the_drawer_cannot_draw_are_drawn_in_the_kernel(tmp_path: Path) -
         "mine = bars(4); mine.__class__ = Mine\nprint(json.dumps(drawing.show(mine)))",
         # A chart that cannot be pickled (a lambda formatter) is drawn in its cell.
         "from matplotlib.ticker import FuncFormatter\nodd = bars(5)\n"
-        "odd.axes[0].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f'{x:g}!'))\n"
+        "odd.figure.axes[0].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f'{x:g}!'))\n"
         "print(json.dumps(drawing.show(odd)))\nodd",
         # The drawer dies: the charts after it are drawn in the kernel.
         "import signal\nos.kill(drawer()['pid'], signal.SIGKILL)\nshow(bars(6))",
@@ -159,6 +163,21 @@ def test_charts_the_drawer_cannot_draw_are_drawn_in_the_kernel(tmp_path: Path) -
     assert printed(out[1]) is False and len(pngs(out[1])) == 1  # shown as a cell's value
     assert pngs(out[2]) == [made_here(6)]
     assert pngs(out[3]) == [made_here(2)]
+    assert no_placeholder_left(out)
+
+
+def test_a_chart_that_cannot_be_drawn_says_why_in_its_place(tmp_path: Path) -> None:
+    """Its data are checked where it is drawn: the run goes on, and the chart's place says
+    what was wrong with them."""
+    cells = [
+        "show(charts.timeseries(pd.DataFrame({'value': [1.0, 2.0]}), title='p99 by route'))",
+        "show(bars(3))",
+    ]
+    execution, out = run(tmp_path, cells)
+    assert execution.status == "succeeded", execution.error
+    text = "".join(o["data"]["text/plain"] for o in out[0].outputs if "data" in o)
+    assert "<chart: p99 by route> could not be drawn" in text and "expected timestamps" in text
+    assert pngs(out[0]) == [] and pngs(out[1]) == [made_here(3)]
     assert no_placeholder_left(out)
 
 

@@ -45,6 +45,7 @@ print(json.dumps({
     "warmed_up": "workbooks.notebook.warmup" in sys.modules,
     "parquet_loaded": "pyarrow.parquet" in sys.modules,
     "pyplot_loaded": "matplotlib.pyplot" in sys.modules,
+    "matplotlib_loaded": "matplotlib" in sys.modules,
 }))
 secret_of_the_last_incident = 42
 """
@@ -178,6 +179,8 @@ def test_a_service_kernel_warms_up_while_idle_and_keeps_nothing_of_it(
 
     assert not plain["warmed_up"] and not plain["parquet_loaded"]
     assert warmed["warmed_up"] and warmed["parquet_loaded"], "the warm-up did not happen"
+    # matplotlib is the drawer's (notebook/drawing.py), unless the warm-up drew in the kernel.
+    assert not plain["matplotlib_loaded"] and warmed["matplotlib_loaded"]
     # Nothing of it is seen by the run: the same names, no pyplot, no file, In [1] first.
     assert warmed["names"] == plain["names"]
     assert not warmed["pyplot_loaded"]

@@ -1,38 +1,68 @@
 """Charts a workbook shows: a metric against its baseline, a ranking, a "no data" placeholder.
 
-Each function returns a :class:`Chart`, a matplotlib ``Figure`` that IPython displays as PNG when
-it is a cell's value. Charts never touch pyplot: no backend is selected here, nothing is forced
-to Agg (an inline or widget backend chosen by the notebook stays as it is), the inline backend
-does not show a chart twice, and a long-lived worker does not accumulate open figures. PNG is
-rendered by :mod:`workbooks.notebook.png` on an Agg canvas; :func:`to_png` gives the bytes.
+Each function returns a :class:`Chart`: what to draw (the data, the title, the marks), not yet a
+figure. Its matplotlib figure is made where the chart is drawn (:mod:`workbooks.notebook.figures`,
+by the function of the same name): in a run, by the chart drawer on the spare core
+(:mod:`workbooks.notebook.drawing`), so a run's kernel never imports matplotlib, nor spends its
+time on Axes and lines (docs/performance.md, the thirteenth pass). Anywhere else, IPython shows
+a chart as PNG when it is a cell's value, and :attr:`Chart.figure` is the figure, made once,
+for whoever wants to change it before it is shown.
+
+Arguments are checked here, when the chart is asked for; the data are checked when it is drawn,
+and a chart that cannot be drawn says why in its place.
 """
 
 from __future__ import annotations
 
-import math
-import textwrap
-from datetime import UTC
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-from matplotlib import dates as mdates
-from matplotlib import ticker
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
-from .analysis import Onset, TimeLike, to_wide
-from .png import Chart, TightOnce, to_png
+    from .analysis import Onset, TimeLike
 
 __all__ = ["Chart", "no_data", "ranked_bars", "timeseries", "to_png"]
 
-WIDTH_IN, HEIGHT_IN, DPI = 9.0, 3.5, 100
-ALERT_COLOUR, ONSET_COLOUR, LIMIT_COLOUR, MARKER_COLOUR = "#d62728", "0.1", "#7f0000", "0.45"
-# tab10 without its red, which belongs to the alert line
-SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-SERIES_COLOURS += ("#bcbd22", "#17becf")
-HIGHLIGHT_COLOUR, BAR_COLOUR = "#d62728", "#9aaec8"
-_GIB, _MIB, _KIB = 2**30, 2**20, 2**10
+FIGURES = "workbooks.notebook.figures"
+
+
+class Chart:
+    """A chart to draw: ``make(*args, **options)`` gives its figure, where it is drawn.
+
+    ``make`` is a function of :mod:`workbooks.notebook.figures` by name, or any function that
+    returns a matplotlib figure (a runbook's own kind of chart, made with
+    :func:`workbooks.notebook.figures.new_figure`); to be drawn beside a run it must be a
+    module's function, which pickle sends by name. The figure is made at most once.
+    """
+
+    def __init__(self, make: str | Callable[..., Figure], /, *args: Any, **options: Any) -> None:
+        self.make, self.args, self.options = make, args, options
+        self._figure: Figure | None = None
+
+    @property
+    def figure(self) -> Figure:
+        """The matplotlib figure, made now if it was not yet."""
+        if self._figure is None:
+            make = self.make
+            if isinstance(make, str):
+                make = getattr(importlib.import_module(FIGURES), make)
+            self._figure = make(*self.args, **self.options)
+        return self._figure
+
+    @property
+    def title(self) -> str:
+        """The chart's title (its first line), as the notebook's text shows it."""
+        title = self.options.get("title") or next((a for a in self.args if isinstance(a, str)), "")
+        return str(title).split("\n", 1)[0]
+
+    def _repr_png_(self) -> bytes:
+        return to_png(self)
+
+    def __repr__(self) -> str:
+        return f"<chart: {self.title}>" if self.title else "<chart>"
 
 
 def timeseries(
@@ -50,7 +80,7 @@ def timeseries(
     subtitle: str | None = None,
     max_series: int = 8,
     baseline_label: str = "baseline",
-) -> Figure:
+) -> Chart:
     """One line per series (label ``by``), its baseline dashed in the same colour, and context.
 
     ``current``/``baseline`` are long frames (as sources return), wide frames (one column per
@@ -61,76 +91,22 @@ def timeseries(
     ms or s, "bytes" to GiB/MiB, "ratio" to %). Beyond ``max_series`` series, the ones with the
     highest last value are kept and the legend says so.
     """
-    by = _varying_labels(current) if by is None else by
-    lines = _wide(current, by)
-    if lines.empty or not lines.notna().to_numpy().any():
-        return no_data(title, f"no data for {title} in this window")
-    total = lines.shape[1]
-    last = lines.ffill().iloc[-1].fillna(-math.inf)
-    lines = lines[last.sort_values(ascending=False, kind="stable").index[:max_series]]
-    lines = lines[sorted(lines.columns, key=str)] if total <= max_series else lines
-    before = _wide(baseline, by) if baseline is not None else pd.DataFrame()
-    if total == 1 and before.shape[1] == 1:  # one line each: pair them whatever their names
-        before.columns = lines.columns
-
-    biggest = float(np.nanmax(np.abs(lines.to_numpy(dtype=float))))
-    factor, unit_label = _scale(unit, biggest)
-    figure = _figure()
-    ax = figure.add_subplot()
-    handles: list[Line2D] = []
-    for position, name in enumerate(lines.columns):
-        colour = SERIES_COLOURS[position % len(SERIES_COLOURS)]
-        (line,) = ax.plot(
-            _x(lines.index), lines[name] * factor, color=colour, lw=1.4, label=_short(str(name))
-        )
-        handles.append(line)
-        if name in before.columns:
-            ax.plot(
-                _x(before.index),
-                before[name] * factor,
-                color=colour,
-                lw=1.1,
-                ls="--",
-                alpha=0.45,
-                label=f"{_short(str(name))} ({baseline_label})",
-            )
-    if not before.empty:
-        handles.append(
-            Line2D([], [], color="0.4", ls="--", alpha=0.6, label=f"{baseline_label} (dashed)")
-        )
-
-    margin = (lines.index[-1] - lines.index[0]) * 0.02
-    window = (lines.index[0] - margin, lines.index[-1] + margin)  # lines outside it are left out
-    if alert_start is not None and _inside(alert := _utc(alert_start), window):
-        label = f"alert fired {alert:%H:%M} UTC"
-        handles.append(ax.axvline(_x1(alert), color=ALERT_COLOUR, lw=1.5, label=label))
-    if onset is not None:
-        found = _utc(onset.at if isinstance(onset, Onset) else onset)
-        if _inside(found, window):
-            label = f"onset {found:%H:%M} UTC"
-            handles.append(ax.axvline(_x1(found), color=ONSET_COLOUR, lw=1.5, ls=":", label=label))
-    if limit is not None:
-        label = f"{limit_label} ({_format(limit * factor, unit_label)})"
-        handles.append(ax.axhline(limit * factor, color=LIMIT_COLOUR, lw=1.2, ls="-.", label=label))
-    if markers is not None and not markers.empty:
-        _draw_markers(ax, markers, window)
-
-    _time_axis(ax)
-    ax.set_ylabel(unit_label)
-    ax.yaxis.set_major_formatter(ticker.ScalarFormatter(useOffset=False))
-    ax.grid(True, alpha=0.25)
-    note = f"top {max_series} of {total} by last value" if total > max_series else None
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=7.5,
-        title=note,
-        title_fontsize=7.5,
-        frameon=False,
+    return Chart(
+        "timeseries",
+        current,
+        baseline=baseline,
+        by=by,
+        title=title,
+        unit=unit,
+        alert_start=alert_start,
+        onset=onset,
+        limit=limit,
+        limit_label=limit_label,
+        markers=markers,
+        subtitle=subtitle,
+        max_series=max_series,
+        baseline_label=baseline_label,
     )
-    _titles(ax, title, subtitle)
-    return figure
 
 
 def ranked_bars(
@@ -143,218 +119,33 @@ def ranked_bars(
     highlight: str | None = None,
     subtitle: str | None = None,
     max_bars: int = 12,
-) -> Figure:
+) -> Chart:
     """Horizontal bars, first row on top, for a table such as ``top_contributors`` output.
 
     Ratios are drawn from 1.0 (the line where a value equals its own baseline), on a log scale
     when they span more than tenfold; ``highlight`` (a value of ``label``) is drawn in red. A row
     without a value (new label value, no baseline) is listed with "no baseline".
     """
-    rows = table.head(max_bars)
-    if rows.empty:
-        return no_data(title, f"no data for {title}: nothing to rank")
-    names = [_short(str(name)) for name in rows[label]]
-    values = pd.to_numeric(rows[value], errors="coerce").to_numpy(dtype=float)
-    is_ratio = value == "ratio"
-    reference = 1.0 if is_ratio else 0.0
-    height = min(5.0, max(2.4, 1.2 + 0.3 * len(rows)))
-    figure = _figure(height=height)
-    ax = figure.add_subplot()
-    positions = np.arange(len(rows))
-    colours = [
-        HIGHLIGHT_COLOUR if highlight is not None and str(name) == str(highlight) else BAR_COLOUR
-        for name in rows[label]
-    ]
-    widths = np.where(np.isnan(values), 0.0, values - reference)
-    ax.barh(positions, widths, left=reference, color=colours, height=0.6)
-    finite = values[np.isfinite(values)]
-    if is_ratio and len(finite) and finite.min() > 0 and finite.max() / finite.min() > 10:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(_Times())
-        ax.xaxis.set_minor_formatter(_Times())
-    if is_ratio:
-        ax.axvline(1.0, color="0.2", lw=1.0, label="baseline (1.0x)")
-    for position, number in zip(positions, values, strict=True):
-        text = "no baseline" if math.isnan(number) else _format(number, unit)
-        ax.annotate(
-            text,
-            xy=(reference if math.isnan(number) else number, position),
-            xytext=(4 if math.isnan(number) or number >= reference else -4, 0),
-            textcoords="offset points",
-            ha="left" if math.isnan(number) or number >= reference else "right",
-            va="center",
-            fontsize=8,
-        )
-    ax.set_yticks(positions, names, fontsize=8)
-    ax.invert_yaxis()  # most changed on top
-    ax.margins(x=0.15)
-    ax.set_xlabel("current / own baseline (median)" if is_ratio else f"{value} ({unit or ''})")
-    ax.grid(True, axis="x", alpha=0.25)
-    _titles(ax, title, subtitle)
-    return figure
-
-
-def no_data(title: str, message: str) -> Figure:
-    """A small placeholder that says plainly that a query returned nothing."""
-    figure = _figure(height=1.6)
-    ax = figure.add_subplot()
-    ax.set_axis_off()
-    ax.text(
-        0.5,
-        0.5,
-        textwrap.fill(message, 100),
-        ha="center",
-        va="center",
-        fontsize=11,
-        color="0.25",
-        bbox={"boxstyle": "round,pad=0.6", "facecolor": "#f4f4f4", "edgecolor": "0.7", "ls": "--"},
-        transform=ax.transAxes,
+    return Chart(
+        "ranked_bars",
+        table,
+        label=label,
+        value=value,
+        title=title,
+        unit=unit,
+        highlight=highlight,
+        subtitle=subtitle,
+        max_bars=max_bars,
     )
-    _titles(ax, title, None)
-    return figure
 
 
-# --- internals ------------------------------------------------------------------------------
+def no_data(title: str, message: str) -> Chart:
+    """A small placeholder that says plainly that a query returned nothing."""
+    return Chart("no_data", title, message)
 
 
-def _figure(*, height: float = HEIGHT_IN) -> Chart:
-    return Chart(figsize=(WIDTH_IN, height), dpi=DPI, layout=TightOnce())
+def to_png(chart: Chart | Figure) -> bytes:
+    """A chart (or any matplotlib figure) as PNG bytes: :func:`workbooks.notebook.png.to_png`."""
+    from .png import to_png as draw
 
-
-def _titles(ax: Axes, title: str, subtitle: str | None) -> None:
-    ax.set_title(title, loc="left", fontsize=11, fontweight="bold", pad=16 if subtitle else 6)
-    if subtitle:
-        ax.text(0, 1.02, _short(subtitle, 150), transform=ax.transAxes, fontsize=8.5, color="0.35")
-
-
-class _Times(ticker.LogFormatter):
-    """A log axis of ratios labelled as plain multiples ("0.5x", "10x"), on the ticks matplotlib
-    labels: a ratio reads better as "10x" than as matplotlib's default 10^1, which is mathtext
-    (a parser built in every kernel that draws one)."""
-
-    def __call__(self, x: float, pos: int | None = None) -> str:
-        return f"{x:g}x" if super().__call__(x, pos) else ""
-
-
-def _is_long(data: pd.DataFrame | pd.Series | None) -> bool:
-    return isinstance(data, pd.DataFrame) and {"timestamp", "value"} <= set(data.columns)
-
-
-def _varying_labels(data: pd.DataFrame | pd.Series) -> list[str]:
-    """The labels that tell a long frame's series apart."""
-    if not _is_long(data):
-        return []
-    labels = [c for c in data.columns if c not in ("timestamp", "value")]
-    return [c for c in labels if data[c].nunique(dropna=False) > 1]
-
-
-def _wide(data: pd.DataFrame | pd.Series | None, by: str | list[str]) -> pd.DataFrame:
-    """Any accepted input as a wide frame on a UTC index."""
-    if data is None or len(data) == 0:
-        return pd.DataFrame()
-    if isinstance(data, pd.Series):
-        wide = data.to_frame(name=str(data.name) if data.name is not None else "value")
-    elif _is_long(data) and not by:  # one series: name it by its labels
-        labels = [c for c in data.columns if c not in ("timestamp", "value")]
-        name = ", ".join(f"{c}={data[c].iloc[0]}" for c in labels) or "value"
-        wide = to_wide(data.assign(series=name), "series")
-    elif _is_long(data):
-        wide = to_wide(data, by)
-    else:
-        wide = data
-    if not isinstance(wide.index, pd.DatetimeIndex):
-        raise TypeError(
-            "expected timestamps: a long frame, or a wide frame/series on a DatetimeIndex"
-        )
-    index = wide.index.tz_localize("UTC") if wide.index.tz is None else wide.index.tz_convert("UTC")
-    return wide.set_axis(index, axis=0).sort_index().astype(float)
-
-
-def _utc(moment: TimeLike) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
-def _x(index: pd.DatetimeIndex) -> np.ndarray:
-    """Naive UTC datetime64 values: matplotlib reads them as UTC, with no pandas converter."""
-    return index.tz_convert("UTC").tz_localize(None).to_numpy()
-
-
-def _x1(moment: pd.Timestamp) -> float:
-    return float(mdates.date2num(moment.tz_convert("UTC").tz_localize(None).to_datetime64()))
-
-
-def _time_axis(ax: Axes) -> None:
-    locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=9)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
-    ax.set_xlabel("time (UTC)")
-
-
-def _inside(moment: pd.Timestamp, window: tuple[pd.Timestamp, pd.Timestamp]) -> bool:
-    return window[0] <= moment <= window[1]
-
-
-def _draw_markers(
-    ax: Axes, markers: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], most: int = 6
-) -> None:
-    """Deploy markers; past ``most`` rows, one marker per new value at its first appearance."""
-    identity = [c for c in markers.columns if c not in ("timestamp", "label", "from", "to")]
-    rows = markers.sort_values("timestamp", kind="stable")
-    if len(rows) > most:
-        counts = rows.groupby("to", sort=False).size()
-        rows = rows.drop_duplicates("to")
-        texts = [f"{to} on {counts[to]} series" for to in rows["to"]]
-    else:
-        texts = [
-            f"{row['to']} on {'/'.join(str(row[c]) for c in identity)}"
-            if identity
-            else str(row["to"])
-            for _, row in rows.iterrows()
-        ]
-    for (_, row), text in zip(rows.iterrows(), texts, strict=True):
-        moment = _utc(row["timestamp"])
-        if not _inside(moment, window):
-            continue
-        x = _x1(moment)
-        ax.axvline(x, color=MARKER_COLOUR, lw=0.9, ls=(0, (4, 2)), label=text)
-        ax.annotate(
-            text,
-            xy=(x, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(2, -3),
-            textcoords="offset points",
-            rotation=90,
-            ha="left",
-            va="top",
-            fontsize=7,
-            color=MARKER_COLOUR,
-            bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.7, "lw": 0},
-        )
-
-
-def _scale(unit: str | None, biggest: float) -> tuple[float, str]:
-    """Factor to multiply values by, and the axis unit after it."""
-    if unit == "seconds":
-        return (1000.0, "ms") if biggest < 1 else (1.0, "s")
-    if unit == "bytes":
-        for size, name in ((_GIB, "GiB"), (_MIB, "MiB"), (_KIB, "KiB")):
-            if biggest >= size:
-                return 1.0 / size, name
-        return 1.0, "B"
-    if unit == "ratio":
-        return 100.0, "%"
-    if unit == "percent":
-        return 1.0, "%"
-    return 1.0, unit or ""
-
-
-def _format(number: float, unit: str | None) -> str:
-    text = f"{number:.3g}" if abs(number) < 1000 else f"{number:,.0f}"
-    if unit == "x":
-        return f"{text}x"
-    return f"{text} {unit}".strip() if unit and unit != "%" else f"{text}{unit or ''}"
-
-
-def _short(text: str, most: int = 40) -> str:
-    return text if len(text) <= most else text[: most - 1] + "…"
+    return draw(chart.figure if isinstance(chart, Chart) else chart)

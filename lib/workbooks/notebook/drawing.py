@@ -4,9 +4,12 @@ Drawing the charts is the largest part of a runbook's cells (docs/performance.md
 a chart, ten to twelve charts for the busiest runbooks, on the kernel's one core while the
 other core waits. A run's kernel (:mod:`workbooks.running.run_kernel`) calls :func:`enable`,
 and :func:`start` forks the drawer once its imports are done (the end of the preload). From
-then on :func:`show` hands each of the package's charts to the drawer, which draws its PNG with
-:func:`workbooks.notebook.png.to_png`, the same bytes as in the cell; the kernel only pickles
-the chart (about 5 ms) and goes on with the notebook.
+then on :func:`show` hands each of the package's charts to the drawer: a
+:class:`~workbooks.notebook.charts.Chart` is what to draw, its data and marks, and the drawer
+makes its figure and draws its PNG with :func:`workbooks.notebook.png.to_png`, the same bytes
+as in the cell. The kernel only pickles the chart and goes on with the notebook. Unless it
+loaded matplotlib before the drawer forked (a service kernel's warm-up), it never loads it:
+the drawer does, on the other core, while the first cells run.
 
 A chart's place is kept by a display id: a line of text at first, replaced by the PNG after
 the cell in which it is ready (IPython's ``post_run_cell``), at the latest after a cell that
@@ -31,8 +34,11 @@ import pickle
 import queue
 import signal
 import struct
+import sys
 import threading
 from typing import IO, Any
+
+from workbooks.notebook.charts import Chart, to_png
 
 # What the engine runs after a run's cells: nothing in a kernel that never loaded this module.
 DELIVER_ALL = (
@@ -51,8 +57,6 @@ class _Drawer:
     """The forked child that draws, with a thread to feed it and one to read its PNGs."""
 
     def __init__(self) -> None:
-        import matplotlib
-
         # What the kernel holds now (its imports, at the preload's end) is never scanned by
         # either's GC: a collection would write to, and so copy, every page of it.
         gc.freeze()
@@ -66,7 +70,8 @@ class _Drawer:
         os.close(to_child)
         os.close(from_child)
         self.pid = pid
-        self.rc = dict(matplotlib.rcParams)
+        matplotlib = sys.modules.get("matplotlib")  # the drawer has the same settings, or its own
+        self.rc = dict(matplotlib.rcParams) if matplotlib is not None else None
         self._outgoing = os.fdopen(from_parent, "wb")
         self._incoming = os.fdopen(to_parent, "rb")
         self._sending: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
@@ -77,12 +82,15 @@ class _Drawer:
         for target in (self._send, self._receive):
             threading.Thread(target=target, name=f"workbooks-drawer-{pid}", daemon=True).start()
 
-    def submit(self, number: int, figure: Any) -> None:
-        """Queue ``figure`` for drawing; raises if it cannot be pickled."""
-        import matplotlib
-
-        changed = {k: v for k, v in matplotlib.rcParams.items() if self.rc.get(k) != v}
-        chart = pickle.dumps((figure, changed), protocol=5)
+    def submit(self, number: int, chart: Any) -> None:
+        """Queue ``chart`` for drawing, with the settings a cell changed; raises if it cannot
+        be pickled."""
+        changed = {}
+        if (matplotlib := sys.modules.get("matplotlib")) is not None:  # else all as the drawer's
+            rc = self.rc or {}  # loaded since the fork (by a cell): its settings all count
+            changed = {k: v for k, v in matplotlib.rcParams.items() if rc.get(k) != v}
+            changed.pop("backend", None)
+        chart = pickle.dumps((chart, changed), protocol=5)
         self._sending.put((number, pickle.dumps((number, chart), protocol=5)))
 
     def withdraw(self, number: int) -> None:
@@ -141,16 +149,16 @@ def _draw_forever(incoming: int, outgoing: int) -> None:
     try:
         import matplotlib
 
-        from workbooks.notebook.png import to_png
+        import workbooks.notebook.figures  # noqa: F401  (loaded before the first chart comes)
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted cell is the kernel's
         with os.fdopen(incoming, "rb") as source, os.fdopen(outgoing, "wb") as sink:
             while (frame := _read_frame(source)) is not None:
                 number, chart = pickle.loads(frame)
                 try:
-                    figure, changed = pickle.loads(chart)
+                    what, changed = pickle.loads(chart)
                     with matplotlib.rc_context(changed):
-                        png = to_png(figure)
+                        png = to_png(what)
                 except Exception:  # the kernel draws this one itself, and shows the error
                     png = b""
                 _write_frame(sink, pickle.dumps((number, png), protocol=5))
@@ -198,13 +206,18 @@ def start() -> None:
             log.warning("the chart drawer could not start", exc_info=True)
 
 
-def show(figure: Any) -> bool:
-    """Hand ``figure`` to the drawer and show its place; False if it is not drawn beside."""
+def show(chart: Any) -> bool:
+    """Hand ``chart`` to the drawer and show its place; False if it is not drawn beside.
+
+    A :class:`~workbooks.notebook.charts.Chart`, or a figure of the package's own class
+    (:class:`~workbooks.notebook.png.ChartFigure`, as a cell may make one): others are drawn
+    in their cells, as matplotlib and IPython would.
+    """
     from IPython.display import display
 
-    from workbooks.notebook.png import Chart
-
-    if not _state["enabled"] or not isinstance(figure, Chart):
+    png = sys.modules.get("workbooks.notebook.png")  # loaded if a cell made a ChartFigure
+    ours = isinstance(chart, Chart) or (png is not None and isinstance(chart, png.ChartFigure))
+    if not _state["enabled"] or not ours:
         return False
     drawer = _state["drawer"]
     try:
@@ -217,12 +230,12 @@ def show(figure: Any) -> bool:
         return False
     number = next(_numbers)
     try:
-        drawer.submit(number, figure)
+        drawer.submit(number, chart)
     except Exception:  # a chart that cannot be pickled (a lambda formatter): drawn in its cell
         return False
     display_id = f"workbooks-chart-{os.getpid()}-{number}"
-    _shown[number] = (display_id, figure)
-    display({"text/plain": NOT_DRAWN.format(figure=figure)}, raw=True, display_id=display_id)
+    _shown[number] = (display_id, chart)
+    display({"text/plain": NOT_DRAWN.format(figure=chart)}, raw=True, display_id=display_id)
     return True
 
 
@@ -234,9 +247,12 @@ def deliver_all() -> None:
     charts are drawn on both cores instead of one after another (9 of the 15 demo runbooks
     had 2 to 4 charts to wait for here, 0.07 to 0.35 s; docs/performance.md). A chart not sent
     to the drawer yet is withdrawn; one it was sent is drawn twice, the drawer's copy dropped.
+    Only a kernel that has matplotlib loaded already does so: loading it (0.3 s, the cost of a
+    few charts) would cost more than it saves.
     """
     drawer = _state["drawer"]
-    while drawer is not None and drawer.alive:
+    helps = "matplotlib.figure" in sys.modules
+    while drawer is not None and drawer.alive and helps:
         for number in sorted(_shown):
             _deliver(number, wait=False)
         if len(_shown) < 2:
@@ -267,24 +283,22 @@ def _deliver(number: int, *, wait: bool) -> None:
         _place(*_shown.pop(number), png)
 
 
-def _place(display_id: str, figure: Any, png: bytes) -> None:
+def _place(display_id: str, chart: Any, png: bytes) -> None:
     """Put a chart's PNG in its place; drawn here if ``png`` is empty, as without a drawer."""
     from IPython.display import update_display
 
-    from workbooks.notebook.png import to_png
-
     if not png:
         try:
-            png = to_png(figure)
+            png = to_png(chart)
         except Exception as exc:
             update_display(
-                {"text/plain": f"{figure!r} could not be drawn: {exc!r}"},
+                {"text/plain": f"{chart!r} could not be drawn: {exc!r}"},
                 raw=True,
                 display_id=display_id,
             )
             return
     update_display(
-        {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": repr(figure)},
+        {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": repr(chart)},
         raw=True,
         display_id=display_id,
     )

@@ -334,12 +334,12 @@ class Incident:
         )
         return note
 
-    def show(self, figure: Any) -> None:
+    def show(self, chart: Any) -> None:
         """Show a chart (a run's beside its cells: :mod:`.drawing`); free it if pyplot made it."""
-        if not drawing.show(figure):
-            display(figure)
-        if pyplot := sys.modules.get("matplotlib.pyplot"):
-            pyplot.close(figure)
+        if not drawing.show(chart):
+            display(chart)
+        if (pyplot := sys.modules.get("matplotlib.pyplot")) and isinstance(chart, pyplot.Figure):
+            pyplot.close(chart)
 
     def chart_title(self, text: str) -> str:
         subject = ", ".join(f"{k}={v}" for k, v in self.labels.items() if k != "alertname")

@@ -1,7 +1,8 @@
 """A chart as PNG: drawn once on an Agg canvas, laid out in one measuring pass, 256 colours.
 
-matplotlib's Agg canvas needs no display. The charts of :mod:`workbooks.notebook.charts` are
-:class:`Chart` figures, which IPython shows through :func:`to_png` when one is a cell's value.
+matplotlib's Agg canvas needs no display. The figures of :mod:`workbooks.notebook.figures` are
+:class:`ChartFigure` figures, which IPython shows through :func:`to_png` when one is a cell's
+value.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class TightOnce(TightLayoutEngine):
         return None
 
 
-class Chart(Figure):
+class ChartFigure(Figure):
     """A Figure that renders itself as PNG in IPython, with no pyplot involved."""
 
     def _repr_png_(self) -> bytes:

@@ -11,7 +11,6 @@ release problem from crashes rising on every version alike (a server-side change
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -28,9 +27,6 @@ from workbooks.runbooks.mobile_deployment_platform import (
     spoken,
     totals,
 )
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 def crash_table(
@@ -141,7 +137,7 @@ def _per_version(
 
 def _rate_chart(
     incident: Incident, release: Release, sessions: QueryResult, crashes: QueryResult
-) -> Figure:
+) -> charts.Chart:
     def rate(s: pd.DataFrame | None, c: pd.DataFrame | None) -> pd.DataFrame | None:
         if s is None or c is None or s.empty or c.empty:
             return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from workbooks.runbooks.quantization_issues_data import (
     serving_slices,
     with_slices,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FAULT = "fault"
 # Where a faulty precision's traffic goes while it is fixed: the next wider one.
@@ -67,7 +71,15 @@ def gap_table(
 
 
 def _heatmap(incident: Incident, change: pd.DataFrame, text: pd.DataFrame) -> charts.Chart:
-    figure = charts.Chart(figsize=(9.0, 1.4 + 0.45 * len(change)), dpi=100, layout="tight")
+    title = "Gap to fp32 by precision and eval set: now (baseline), points"
+    return charts.Chart(_heatmap_figure, change, text, title=incident.chart_title(title))
+
+
+def _heatmap_figure(change: pd.DataFrame, text: pd.DataFrame, *, title: str) -> Figure:
+    """The heatmap's figure, made where it is drawn (:class:`workbooks.notebook.charts.Chart`)."""
+    from workbooks.notebook.figures import new_figure
+
+    figure = new_figure(height=1.4 + 0.45 * len(change), layout="tight")
     ax = figure.add_subplot()
     values = change.to_numpy(dtype=float)
     reach = max(2.0, float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 2.0)
@@ -87,8 +99,7 @@ def _heatmap(incident: Incident, change: pd.DataFrame, text: pd.DataFrame) -> ch
                 color="white" if dark else "black",
             )
     figure.colorbar(image, ax=ax, label="gap change, points (red: wider)")
-    title = "Gap to fp32 by precision and eval set: now (baseline), points"
-    ax.set_title(incident.chart_title(title), loc="left", fontsize=11, fontweight="bold")
+    ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
     return figure
 
 

@@ -4,9 +4,8 @@ A run's kernel spends most of its first cell importing pandas, matplotlib and th
 (measured: 0.7 to 1.8 s of a 3 to 5 s run, on top of about 1 s to start the kernel). A
 :class:`KernelPool` starts kernels before any alert arrives and runs :data:`PRELOAD` in them, so
 a run finds a kernel that is ready. Each kernel serves ONE run and is then shut down, and the
-pool starts a replacement: nothing of one incident (variables, figures, caches filled by a run)
-can reach the next: before its run a kernel has only imported (and, in the service, warmed up
-on made-up numbers: :data:`WARM_UP`).
+pool starts a replacement: nothing of one incident can reach the next: before its run a kernel
+has only imported (and, in the service, warmed up on made-up numbers: :data:`WARM_UP`).
 
 A warm kernel was started before its run's folder existed, so :func:`prepare` moves it there:
 it runs ``os.chdir`` and sets the run's environment (``WORKBOOKS_EVIDENCE_DIR`` etc.) as a
@@ -42,9 +41,10 @@ from workbooks.running.prelaunch import Prelaunched
 
 log = logging.getLogger(__name__)
 
-# What every runbook's first cell imports, done before the run; then the chart drawer forks
-# (notebook/drawing.py), after a service kernel's warm-up (notebook/warmup.py), sharing it.
-PRELOAD = "import pandas, matplotlib.figure, workbooks.notebook.incident, workbooks.runbooks.steps"
+# What every runbook's first cell imports, done before the run. The drawer (drawing.py) forks after
+# a service kernel's warm-up; in a kernel for one run, after SHARED (it loads matplotlib meanwhile).
+PRELOAD = "import pandas, workbooks.notebook.incident, workbooks.runbooks.steps"
+SHARED = "import pandas"
 DRAWER = "__import__('workbooks.notebook.drawing', fromlist=['start']).start()"
 WARM_UP = f"import workbooks.notebook.warmup\nworkbooks.notebook.warmup.warm_up()\n{DRAWER}"
 START_TIMEOUT_SECONDS = 60.0
@@ -97,7 +97,7 @@ def start_warm_kernel(
     ``prelaunched`` process (:mod:`workbooks.running.prelaunch`) is adopted if it is the kernel
     jupyter_client would start (it keeps the folder it started in), and stopped otherwise.
     ``warm_up``, asked after the imports, says whether to run :data:`WARM_UP` before the
-    drawer starts (:data:`DRAWER`).
+    drawer starts (:data:`DRAWER`); without it, the drawer starts once :data:`SHARED` is loaded.
     """
     manager = adopting_manager(kernel_name, prelaunched) if prelaunched else None
     if manager is None:
@@ -124,7 +124,7 @@ def start_warm_kernel(
         kernel = WarmKernel(manager, kernel_log, _settings(env))
         _silent(
             kernel,
-            f"{preload}\n{DRAWER}" if warm_up is None else preload,
+            f"{SHARED}\n{DRAWER}\n{preload}" if warm_up is None else preload,
             cancel=cancel,
             timeout=PRELOAD_TIMEOUT_SECONDS,
             what=repr(preload.splitlines()[0]),

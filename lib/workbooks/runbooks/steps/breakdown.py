@@ -29,8 +29,6 @@ from workbooks.runbooks.steps.text import change_of, change_text, fill, join, pl
 from workbooks.runbooks.steps.trail import as_severe_as_symptom, checked
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from workbooks.notebook.incident import Incident, QueryResult
 
 Measure = Literal["ratio", "delta"]
@@ -171,7 +169,9 @@ def breakdown(
     return found
 
 
-def _ranking_chart(incident: Incident, found: Breakdown, *, what: str, unit: str | None) -> Figure:
+def _ranking_chart(
+    incident: Incident, found: Breakdown, *, what: str, unit: str | None
+) -> charts.Chart:
     title = incident.chart_title(f"{what} by {found.by}: change against own baseline")
     if found.measure == "ratio":
         return charts.ranked_bars(
