@@ -44,18 +44,22 @@ def _timeseries() -> Figure:
         alert_start=MINUTES[100],
         onset=MINUTES[90],
         subtitle="the slowest route against its own baseline",
-    )
+    ).figure
 
 
 def _ranked() -> Figure:
     table = pd.DataFrame(
         {"route": [f"/v1/route/{n}" for n in range(6)], "ratio": [4.5, 1.3, 1.1, 1.0, 0.9, 0.8]}
     )
-    return charts.ranked_bars(table, label="route", title="Which route", highlight="/v1/route/0")
+    return charts.ranked_bars(
+        table, label="route", title="Which route", highlight="/v1/route/0"
+    ).figure
 
 
 def _no_data() -> Figure:
-    return charts.no_data("Queue depth", "no data for queue_depth: sum(inference_queue_depth)")
+    return charts.no_data(
+        "Queue depth", "no data for queue_depth: sum(inference_queue_depth)"
+    ).figure
 
 
 KINDS: dict[str, Callable[[], Figure]] = {
