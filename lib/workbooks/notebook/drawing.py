@@ -3,7 +3,7 @@
 Drawing the charts is the largest part of a runbook's cells (docs/performance.md): 40 to 90 ms
 a chart, ten to twelve charts for the busiest runbooks, on the kernel's one core while the
 other core waits. A run's kernel (:mod:`workbooks.running.run_kernel`) calls :func:`enable`,
-and :func:`start` forks the drawer once its imports are done (the end of the preload). From
+and :func:`start` forks the drawer (after pandas, or after a service kernel's warm-up). From
 then on :func:`show` hands each of the package's charts to the drawer: a
 :class:`~workbooks.notebook.charts.Chart` is what to draw, its data and marks, and the drawer
 makes its figure and draws its PNG with :func:`workbooks.notebook.png.to_png`, the same bytes
@@ -57,7 +57,7 @@ class _Drawer:
     """The forked child that draws, with a thread to feed it and one to read its PNGs."""
 
     def __init__(self) -> None:
-        # What the kernel holds now (its imports, at the preload's end) is never scanned by
+        # What the kernel holds now (its imports so far) is never scanned by
         # either's GC: a collection would write to, and so copy, every page of it.
         gc.freeze()
         to_child, from_parent = os.pipe()
