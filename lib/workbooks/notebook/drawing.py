@@ -9,14 +9,19 @@ then on :func:`show` hands each of the package's charts to the drawer: a
 makes its figure and draws its PNG with :func:`workbooks.notebook.png.to_png`, the same bytes
 as in the cell. The kernel only pickles the chart and goes on with the notebook. Unless it
 loaded matplotlib before the drawer forked (a service kernel's warm-up), it never loads it:
-the drawer does, on the other core, while the first cells run.
+the drawer does, on the other core, while the first cells run, then forks a second drawer.
+Each chart goes to the drawer with fewer charts waiting: while the cells run, the two share
+the spare core; the charts still waiting when the cells end are drawn on both cores
+(high-error-rate's 12 charts: cold 2.24 -> 1.85 s; docs/performance.md, fourteenth pass).
 
 A chart's place is kept by a display id: a line of text at first, replaced by the PNG after
 the cell in which it is ready (IPython's ``post_run_cell``), at the latest after a cell that
 failed or by :data:`DELIVER_ALL`, which the engine runs after the last cell (nbclient updates
-an output by its display id, wherever it is). A chart the drawer could not draw, or did not
-draw within :data:`DRAW_TIMEOUT_SECONDS`, is drawn in the kernel as without this module; one
-that cannot be pickled is drawn in its cell. A chart is never lost to this.
+an output by its display id, wherever it is). A chart a drawer could not draw, or that died
+with, is drawn in the kernel as without this module, and the charts after it go to the other
+drawer; if the drawers take longer than :data:`DRAW_TIMEOUT_SECONDS` for a chart, both are
+stopped and the rest are drawn in the kernel. One that cannot be pickled is drawn in its cell.
+A chart is never lost to this.
 
 Kernels opened in JupyterLab draw in the cell: nothing there calls :func:`enable`. Without
 ``fork``, or with one core, charts are drawn in the cell too.
@@ -54,33 +59,43 @@ _LENGTH = struct.Struct(">Q")
 
 
 class _Drawer:
-    """The forked child that draws, with a thread to feed it and one to read its PNGs."""
+    """The two forked children that draw: the first forked from the kernel, the second from
+    the first once it has loaded matplotlib. Each chart goes to the one with fewer waiting, so
+    the charts left when the cells end are drawn on both cores (docs/performance.md)."""
 
     def __init__(self) -> None:
         # What the kernel holds now (its imports so far) is never scanned by
         # either's GC: a collection would write to, and so copy, every page of it.
         gc.freeze()
-        to_child, from_parent = os.pipe()
-        to_parent, from_child = os.pipe()
+        pipes = [os.pipe() for _ in range(4)]  # to the first, from it, to the second, from it
         pid = os.fork()
         if pid == 0:  # the child: draw until the kernel closes the pipe, then leave
-            os.close(from_parent)
-            os.close(to_parent)
-            _draw_forever(to_child, from_child)
-        os.close(to_child)
-        os.close(from_child)
+            for fd in (pipes[0][1], pipes[1][0], pipes[2][1], pipes[3][0]):
+                os.close(fd)
+            _draw_forever((pipes[0][0], pipes[1][1]), (pipes[2][0], pipes[3][1]))
+        for fd in (pipes[0][0], pipes[1][1], pipes[2][0], pipes[3][1]):
+            os.close(fd)
         self.pid = pid
         matplotlib = sys.modules.get("matplotlib")  # the drawer has the same settings, or its own
         self.rc = dict(matplotlib.rcParams) if matplotlib is not None else None
-        self._outgoing = os.fdopen(from_parent, "wb")
-        self._incoming = os.fdopen(to_parent, "rb")
-        self._sending: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self._drawn: dict[int, bytes] = {}
-        self._withdrawn: set[int] = set()  # drawn by the kernel: not sent, or its PNG dropped
+        self._where: dict[int, _Channel] = {}  # chart number: the drawer it went to
         self._changed = threading.Condition()
-        self.alive = True
-        for target in (self._send, self._receive):
-            threading.Thread(target=target, name=f"workbooks-drawer-{pid}", daemon=True).start()
+        self.channels = [
+            _Channel(self, pipes[0][1], pipes[1][0], pid),
+            _Channel(self, pipes[2][1], pipes[3][0], None),
+        ]
+        for channel in self.channels:  # once both exist: the first names the second's pid
+            channel.start()
+
+    @property
+    def alive(self) -> bool:
+        return any(channel.alive for channel in self.channels)
+
+    @property
+    def pids(self) -> list[int]:
+        """The drawers' processes, as far as the kernel knows them yet."""
+        return [channel.pid for channel in self.channels if channel.pid is not None]
 
     def submit(self, number: int, chart: Any) -> None:
         """Queue ``chart`` for drawing, with the settings a cell changed; raises if it cannot
@@ -90,81 +105,145 @@ class _Drawer:
             rc = self.rc or {}  # loaded since the fork (by a cell): its settings all count
             changed = {k: v for k, v in matplotlib.rcParams.items() if rc.get(k) != v}
             changed.pop("backend", None)
-        chart = pickle.dumps((chart, changed), protocol=5)
-        self._sending.put((number, pickle.dumps((number, chart), protocol=5)))
-
-    def withdraw(self, number: int) -> None:
-        """The kernel draws chart ``number`` itself: not sent if it is still waiting to be."""
-        self._withdrawn.add(number)
+        frame = pickle.dumps((number, pickle.dumps((chart, changed), protocol=5)), protocol=5)
+        with self._changed:
+            alive = [channel for channel in self.channels if channel.alive]
+            if not alive:
+                raise OSError("no chart drawer")
+            channel = self._where[number] = min(alive, key=lambda c: len(c.pending))
+            channel.pending.add(number)
+        channel.send(frame)
 
     def take(self, number: int, *, wait: bool) -> bytes | None:
         """The PNG of chart ``number``; b"" if the drawer cannot give it; None if not yet."""
+        channel = self._where[number]
         with self._changed:
             if wait and not self._changed.wait_for(
-                lambda: number in self._drawn or not self.alive, DRAW_TIMEOUT_SECONDS
+                lambda: number in self._drawn or not channel.alive, DRAW_TIMEOUT_SECONDS
             ):
                 log.warning("the chart drawer took over %g s: stopped", DRAW_TIMEOUT_SECONDS)
                 self.stop()
             if number in self._drawn:
+                del self._where[number]
                 return self._drawn.pop(number)
-            return None if self.alive else b""
+            return None if channel.alive else b""
 
     def stop(self) -> None:
+        for channel in self.channels:
+            if channel.pid is not None:
+                with contextlib.suppress(ProcessLookupError):  # it died already
+                    os.kill(channel.pid, signal.SIGKILL)
+            self.lost(channel)
+
+    def received(self, channel: _Channel, number: int, png: bytes) -> None:
         with self._changed:
-            self.alive = False
+            channel.pending.discard(number)
+            channel.drawn += 1
+            self._drawn[number] = png
             self._changed.notify_all()
-        with contextlib.suppress(ProcessLookupError):  # it died already
-            os.kill(self.pid, signal.SIGKILL)
-        self._sending.put(None)
+
+    def lost(self, channel: _Channel) -> None:
+        """A drawer ended or was stopped: its charts not drawn yet are drawn in the kernel."""
+        with self._changed:
+            channel.close()
+            self._changed.notify_all()
+
+
+class _Channel:
+    """One drawer's pipes, seen from the kernel: a thread feeds it, one reads its PNGs."""
+
+    def __init__(self, owner: _Drawer, outgoing: int, incoming: int, pid: int | None) -> None:
+        self.owner, self.pid = owner, pid  # the second drawer's pid comes through the first's
+        self.pending: set[int] = set()  # sent, or to be, and not drawn yet
+        self.drawn = 0
+        self.alive = True
+        self._outgoing = os.fdopen(outgoing, "wb")
+        self._incoming = os.fdopen(incoming, "rb")
+        self._sending: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def start(self) -> None:
+        for target in (self._send, self._receive):
+            threading.Thread(target=target, name="workbooks-drawer", daemon=True).start()
+
+    def send(self, frame: bytes) -> None:
+        self._sending.put(frame)
+
+    def close(self) -> None:
+        if self.alive:
+            self.alive = False
+            self._sending.put(None)
 
     def _send(self) -> None:
         try:
             with self._outgoing:
-                while (item := self._sending.get()) is not None:
-                    if item[0] not in self._withdrawn:
-                        _write_frame(self._outgoing, item[1])
-        except OSError:  # the drawer died: its charts are drawn in the kernel
-            self.stop()
+                while (frame := self._sending.get()) is not None:
+                    _write_frame(self._outgoing, frame)
+        except OSError:  # the drawer died: its charts are drawn by the other, or the kernel
+            self.owner.lost(self)
 
     def _receive(self) -> None:
         try:
             with self._incoming:
                 while (frame := _read_frame(self._incoming)) is not None:
                     number, png = pickle.loads(frame)
-                    with self._changed:
-                        if number not in self._withdrawn:
-                            self._drawn[number] = png
-                        self._changed.notify_all()
+                    if number == 0:  # the first drawer forked the second
+                        self.owner.channels[1].pid = png
+                    else:
+                        self.owner.received(self, number, png)
         except OSError:  # nothing to read any more: as if the drawer had ended
             pass
-        finally:  # the charts not drawn yet are drawn in the kernel
-            self.stop()
-            with contextlib.suppress(ChildProcessError):  # reaped already
-                os.waitpid(self.pid, 0)
+        finally:
+            self.owner.lost(self)
+            if self is self.owner.channels[0]:  # the kernel's child (the second is the first's)
+                with contextlib.suppress(ChildProcessError):  # reaped already
+                    os.waitpid(self.pid, 0)
 
 
-def _draw_forever(incoming: int, outgoing: int) -> None:
-    """The drawer's life: one PNG per chart received; leaves when the kernel closes the pipe."""
+def _draw_forever(first: tuple[int, int], second: tuple[int, int]) -> None:
+    """The first drawer's life: load matplotlib, fork the second drawer, then each draws one
+    PNG per chart received, and leaves when the kernel closes its pipe."""
     status = 1
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
 
         import workbooks.notebook.figures  # noqa: F401  (loaded before the first chart comes)
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted cell is the kernel's
-        with os.fdopen(incoming, "rb") as source, os.fdopen(outgoing, "wb") as sink:
-            while (frame := _read_frame(source)) is not None:
-                number, chart = pickle.loads(frame)
-                try:
-                    what, changed = pickle.loads(chart)
-                    with matplotlib.rc_context(changed):
-                        png = to_png(what)
-                except Exception:  # the kernel draws this one itself, and shows the error
-                    png = b""
-                _write_frame(sink, pickle.dumps((number, png), protocol=5))
+        gc.freeze()  # as the kernel did: matplotlib's pages stay shared with the second drawer
+        try:
+            pid = os.fork()
+        except OSError:  # one drawer, then: the kernel sees the second's pipes close
+            pid = -1
+        mine, other = (second, first) if pid == 0 else (first, second)
+        for fd in other:
+            os.close(fd)
+        if pid > 0:
+            os.write(mine[1], _frame(pickle.dumps((0, pid), protocol=5)))
+        _draw(*mine)
+        if pid > 0:
+            os.waitpid(pid, 0)
         status = 0
     finally:
         os._exit(status)  # nothing of the kernel's (atexit, its sockets) runs in the copy
+
+
+def _draw(incoming: int, outgoing: int) -> None:
+    import matplotlib
+
+    with os.fdopen(incoming, "rb") as source, os.fdopen(outgoing, "wb") as sink:
+        while (frame := _read_frame(source)) is not None:
+            number, chart = pickle.loads(frame)
+            try:
+                what, changed = pickle.loads(chart)
+                with matplotlib.rc_context(changed):
+                    png = to_png(what)
+            except Exception:  # the kernel draws this one itself, and shows the error
+                png = b""
+            _write_frame(sink, pickle.dumps((number, png), protocol=5))
+
+
+def _frame(payload: bytes) -> bytes:
+    return _LENGTH.pack(len(payload)) + payload
 
 
 def _write_frame(stream: IO[bytes], payload: bytes) -> None:
@@ -180,7 +259,7 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
     return stream.read(_LENGTH.unpack(header)[0])
 
 
-_state: dict[str, Any] = {"enabled": False, "drawer": None, "drawn_here": 0}  # by deliver_all
+_state: dict[str, Any] = {"enabled": False, "drawer": None}
 _numbers = itertools.count(1)
 _shown: dict[int, tuple[str, Any]] = {}  # chart number: (display id, figure) until delivered
 
@@ -223,7 +302,7 @@ def show(chart: Any) -> bool:
     try:
         if drawer is None:
             drawer = _state["drawer"] = _Drawer()
-        if not drawer.alive:  # it died or was stopped: the rest are drawn in their cells
+        if not drawer.alive:  # both died or were stopped: the rest are drawn in their cells
             return False
     except OSError:  # no fork now (out of memory, process limit)
         log.warning("the chart drawer could not start: charts are drawn in their cells")
@@ -240,27 +319,8 @@ def show(chart: Any) -> bool:
 
 
 def deliver_all() -> None:
-    """Put every chart in its place, waiting for those being drawn.
-
-    The kernel has nothing else to do by now. While two or more charts are not back, it draws
-    the last of them itself, as the drawer goes through them first to last: the run's last
-    charts are drawn on both cores instead of one after another (9 of the 15 demo runbooks
-    had 2 to 4 charts to wait for here, 0.07 to 0.35 s; docs/performance.md). A chart not sent
-    to the drawer yet is withdrawn; one it was sent is drawn twice, the drawer's copy dropped.
-    Only a kernel that has matplotlib loaded already does so: loading it (0.3 s, the cost of a
-    few charts) would cost more than it saves.
-    """
-    drawer = _state["drawer"]
-    helps = "matplotlib.figure" in sys.modules
-    while drawer is not None and drawer.alive and helps:
-        for number in sorted(_shown):
-            _deliver(number, wait=False)
-        if len(_shown) < 2:
-            break
-        last = max(_shown)
-        drawer.withdraw(last)
-        _place(*_shown.pop(last), b"")
-        _state["drawn_here"] += 1
+    """Put every chart in its place, waiting for those being drawn (the kernel has nothing
+    else to do by now; the two drawers draw what is left on both cores)."""
     for number in sorted(_shown):
         _deliver(number, wait=True)
 
