@@ -9,7 +9,9 @@ a chart as PNG when it is a cell's value, and :attr:`Chart.figure` is the figure
 for whoever wants to change it before it is shown.
 
 Arguments are checked here, when the chart is asked for; the data are checked when it is drawn,
-and a chart that cannot be drawn says why in its place.
+and a chart that cannot be drawn says why in its place. A time series chart chooses its lines
+here when its data is large (:mod:`workbooks.notebook.lines`), so only those are sent to be
+drawn.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["Chart", "no_data", "ranked_bars", "timeseries", "to_png"]
 
 FIGURES = "workbooks.notebook.figures"
+# Data of more rows than this (current and baseline) has its lines chosen where the chart is
+# asked for, so a large query is not sent whole to the drawer (a 7-day run over 1,000 series:
+# peak 620-640 -> 420-430 MB PSS); smaller data is sent as it is: choosing costs a run's
+# kernel 6-37 ms a chart on the demo runs, on the cells' path (docs/performance.md).
+CHOOSE_HERE_ROWS = 20_000
 
 
 class Chart:
@@ -91,9 +98,18 @@ def timeseries(
     ms or s, "bytes" to GiB/MiB, "ratio" to %). Beyond ``max_series`` series, the ones with the
     highest last value are kept and the legend says so.
     """
+    chosen: Any = current
+    if len(current) + (0 if baseline is None else len(baseline)) > CHOOSE_HERE_ROWS:
+        from .lines import chart_lines
+
+        try:  # only the lines chosen go where the chart is drawn
+            chosen = chart_lines(current, baseline, by, max_series)
+            baseline = by = None
+        except Exception:  # sent as given: where it is drawn, the chart says what is wrong
+            chosen = current
     return Chart(
         "timeseries",
-        current,
+        chosen,
         baseline=baseline,
         by=by,
         title=title,

@@ -26,7 +26,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .analysis import Onset, TimeLike, to_wide
+from .analysis import Onset, TimeLike
+from .lines import Lines, chart_lines
 from .png import ChartFigure, TightOnce
 
 __all__ = ["new_figure", "no_data", "ranked_bars", "timeseries"]
@@ -41,7 +42,7 @@ _GIB, _MIB, _KIB = 2**30, 2**20, 2**10
 
 
 def timeseries(
-    current: pd.DataFrame | pd.Series,
+    current: Lines | pd.DataFrame | pd.Series,
     *,
     baseline: pd.DataFrame | pd.Series | None,
     by: str | list[str] | None,
@@ -56,18 +57,14 @@ def timeseries(
     max_series: int,
     baseline_label: str,
 ) -> Figure:
-    """The figure of :func:`workbooks.notebook.charts.timeseries`, which gives every argument."""
-    by = _varying_labels(current) if by is None else by
-    lines = _wide(current, by)
+    """The figure of :func:`workbooks.notebook.charts.timeseries`, which gives every argument:
+    ``current`` as the lines it chose, or as the data if they could not be chosen there."""
+    chosen = (
+        current if isinstance(current, Lines) else chart_lines(current, baseline, by, max_series)
+    )
+    lines, before, total = chosen.lines, chosen.before, chosen.total
     if lines.empty or not lines.notna().to_numpy().any():
         return no_data(title, f"no data for {title} in this window")
-    total = lines.shape[1]
-    last = lines.ffill().iloc[-1].fillna(-math.inf)
-    lines = lines[last.sort_values(ascending=False, kind="stable").index[:max_series]]
-    lines = lines[sorted(lines.columns, key=str)] if total <= max_series else lines
-    before = _wide(baseline, by) if baseline is not None else pd.DataFrame()
-    if total == 1 and before.shape[1] == 1:  # one line each: pair them whatever their names
-        before.columns = lines.columns
 
     biggest = float(np.nanmax(np.abs(lines.to_numpy(dtype=float))))
     factor, unit_label = _scale(unit, biggest)
@@ -90,7 +87,7 @@ def timeseries(
                 alpha=0.45,
                 label=f"{_short(str(name))} ({baseline_label})",
             )
-    if not before.empty:
+    if chosen.has_baseline:
         handles.append(
             Line2D([], [], color="0.4", ls="--", alpha=0.6, label=f"{baseline_label} (dashed)")
         )
@@ -229,40 +226,6 @@ class _Times(ticker.LogFormatter):
 
     def __call__(self, x: float, pos: int | None = None) -> str:
         return f"{x:g}x" if super().__call__(x, pos) else ""
-
-
-def _is_long(data: pd.DataFrame | pd.Series | None) -> bool:
-    return isinstance(data, pd.DataFrame) and {"timestamp", "value"} <= set(data.columns)
-
-
-def _varying_labels(data: pd.DataFrame | pd.Series) -> list[str]:
-    """The labels that tell a long frame's series apart."""
-    if not _is_long(data):
-        return []
-    labels = [c for c in data.columns if c not in ("timestamp", "value")]
-    return [c for c in labels if data[c].nunique(dropna=False) > 1]
-
-
-def _wide(data: pd.DataFrame | pd.Series | None, by: str | list[str]) -> pd.DataFrame:
-    """Any accepted input as a wide frame on a UTC index."""
-    if data is None or len(data) == 0:
-        return pd.DataFrame()
-    if isinstance(data, pd.Series):
-        wide = data.to_frame(name=str(data.name) if data.name is not None else "value")
-    elif _is_long(data) and not by:  # one series: name it by its labels
-        labels = [c for c in data.columns if c not in ("timestamp", "value")]
-        name = ", ".join(f"{c}={data[c].iloc[0]}" for c in labels) or "value"
-        wide = to_wide(data.assign(series=name), "series")
-    elif _is_long(data):
-        wide = to_wide(data, by)
-    else:
-        wide = data
-    if not isinstance(wide.index, pd.DatetimeIndex):
-        raise TypeError(
-            "expected timestamps: a long frame, or a wide frame/series on a DatetimeIndex"
-        )
-    index = wide.index.tz_localize("UTC") if wide.index.tz is None else wide.index.tz_convert("UTC")
-    return wide.set_axis(index, axis=0).sort_index().astype(float)
 
 
 def _utc(moment: TimeLike) -> pd.Timestamp:
