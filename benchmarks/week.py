@@ -4,8 +4,8 @@ A real Prometheus is backfilled (promtool) with ``process_resident_memory_bytes`
 instances of one service, a sample every 5 minutes over 8 days (the 7-day window and its
 baseline a day earlier); one instance leaks. Then ``workbook run high-memory --lookback 7d``
 runs as a user types it, and the memory of its whole process tree (the command, its kernel
-and the kernel's chart drawer) is sampled every 20 ms. Printed: the peak of the sum of their
-PSS (a page the kernel shares with its drawer counted once) and of their RSS (counted twice),
+and the kernel's two chart drawers) is sampled every 20 ms. Printed: the peak of the sum of their
+PSS (a page the kernel shares with its drawers counted once) and of their RSS (counted again),
 each process's peak RSS, the wall time, the step the run chose, the most points any series
 got, and what the run concluded.
 
@@ -87,7 +87,7 @@ def alert_file(path: Path, now: datetime) -> Path:
 class PeakMemory:
     """The memory of a process and its descendants, sampled on a thread: the sum of their RSS,
     and of their PSS, which counts a page that processes share once (a run's kernel shares
-    its imports with the chart drawer it forks; the RSS sum counts those pages twice)."""
+    its imports with the chart drawers it forks; the RSS sum counts those pages again)."""
 
     def __init__(self, pid: int, every: float = 0.02) -> None:
         self.root, self.every = psutil.Process(pid), every
@@ -126,8 +126,10 @@ class PeakMemory:
 def _role(process: psutil.Process) -> str:
     if "ipykernel" not in " ".join(process.cmdline()):
         return "command"
-    parent = process.parent()
-    return "drawer" if parent and "ipykernel" in " ".join(parent.cmdline()) else "kernel"
+    depth, parent = 0, process.parent()  # the kernel forks a drawer, which forks the second
+    while parent is not None and "ipykernel" in " ".join(parent.cmdline()):
+        depth, parent = depth + 1, parent.parent()
+    return ("kernel", "drawer", "second drawer")[min(depth, 2)]
 
 
 def run_week(scratch: Path, *, series: int, days: int) -> dict[str, Any]:
