@@ -16,6 +16,7 @@ drawn.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -102,11 +103,10 @@ def timeseries(
     if len(current) + (0 if baseline is None else len(baseline)) > CHOOSE_HERE_ROWS:
         from .lines import chart_lines
 
-        try:  # only the lines chosen go where the chart is drawn
-            chosen = chart_lines(current, baseline, by, max_series)
-            baseline = by = None
-        except Exception:  # sent as given: where it is drawn, the chart says what is wrong
-            chosen = current
+        # Only the lines chosen go where the chart is drawn. Data they cannot be chosen from go
+        # as given: where the chart is drawn, it says what is wrong with them.
+        with contextlib.suppress(Exception):
+            chosen, baseline, by = chart_lines(current, baseline, by, max_series), None, None
     return Chart(
         "timeseries",
         chosen,

@@ -217,9 +217,7 @@ def _draw_forever(first: tuple[int, int], second: tuple[int, int]) -> None:
         mine, other = (second, first) if pid == 0 else (first, second)
         for fd in other:
             os.close(fd)
-        if pid > 0:
-            os.write(mine[1], _frame(pickle.dumps((0, pid), protocol=5)))
-        _draw(*mine)
+        _draw(*mine, second=pid if pid > 0 else None)
         if pid > 0:
             os.waitpid(pid, 0)
         status = 0
@@ -227,10 +225,13 @@ def _draw_forever(first: tuple[int, int], second: tuple[int, int]) -> None:
         os._exit(status)  # nothing of the kernel's (atexit, its sockets) runs in the copy
 
 
-def _draw(incoming: int, outgoing: int) -> None:
+def _draw(incoming: int, outgoing: int, *, second: int | None) -> None:
+    """Draw until the pipe closes; the first drawer names the ``second`` to the kernel first."""
     import matplotlib
 
     with os.fdopen(incoming, "rb") as source, os.fdopen(outgoing, "wb") as sink:
+        if second is not None:
+            _write_frame(sink, pickle.dumps((0, second), protocol=5))
         while (frame := _read_frame(source)) is not None:
             number, chart = pickle.loads(frame)
             try:
@@ -240,10 +241,6 @@ def _draw(incoming: int, outgoing: int) -> None:
             except Exception:  # the kernel draws this one itself, and shows the error
                 png = b""
             _write_frame(sink, pickle.dumps((number, png), protocol=5))
-
-
-def _frame(payload: bytes) -> bytes:
-    return _LENGTH.pack(len(payload)) + payload
 
 
 def _write_frame(stream: IO[bytes], payload: bytes) -> None:
