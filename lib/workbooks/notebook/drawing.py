@@ -75,7 +75,6 @@ class _Drawer:
             _draw_forever((pipes[0][0], pipes[1][1]), (pipes[2][0], pipes[3][1]))
         for fd in (pipes[0][0], pipes[1][1], pipes[2][0], pipes[3][1]):
             os.close(fd)
-        self.pid = pid
         matplotlib = sys.modules.get("matplotlib")  # the drawer has the same settings, or its own
         self.rc = dict(matplotlib.rcParams) if matplotlib is not None else None
         self._drawn: dict[int, bytes] = {}
@@ -87,6 +86,11 @@ class _Drawer:
         ]
         for channel in self.channels:  # once both exist: the first names the second's pid
             channel.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The first drawer's process, the kernel's child."""
+        return self.channels[0].pid
 
     @property
     def alive(self) -> bool:

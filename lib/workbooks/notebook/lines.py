@@ -49,7 +49,7 @@ def chart_lines(
     before = _wide(baseline, by) if baseline is not None else pd.DataFrame()
     if total == 1 and before.shape[1] == 1:  # one line each: pair them whatever their names
         before.columns = lines.columns
-    drawn = before[[name for name in before.columns if name in set(lines.columns)]]
+    drawn = before[[name for name in before.columns if name in lines.columns]]
     return Lines(lines, drawn, total, not before.empty)
 
 
