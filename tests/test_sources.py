@@ -632,6 +632,27 @@ def test_saving_again_replaces_the_earlier_result(tmp_path: Path) -> None:
     assert len(manifest["entries"]) == 1
 
 
+def test_results_saved_together_reach_the_manifest_at_the_end_even_if_the_block_fails(
+    tmp_path: Path,
+) -> None:
+    writer = EvidenceWriter(tmp_path, window=WINDOW, source="s")
+
+    def entries() -> list[tuple[str, str]]:
+        manifest = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+        return [(e["name"], e["role"]) for e in manifest["entries"]]
+
+    with pytest.raises(RuntimeError), writer.together():
+        series = writer.save(
+            name="q", role="current", query="up", window=WINDOW, step_seconds=30, frame=_frame("a")
+        )
+        assert entries() == []  # one write, when the block ends
+        raise RuntimeError("the baseline failed")
+
+    assert series == 2  # its two label sets, as the manifest counts them
+    assert entries() == [("q", "current")]
+    assert set(EvidenceSource(tmp_path).range_query("q", "up", WINDOW, 30)["route"]) == {"a"}
+
+
 def test_a_changed_query_text_is_missing_evidence(tmp_path: Path) -> None:
     writer = EvidenceWriter(tmp_path, window=WINDOW, source="s")
     writer.save(

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from workbooks.core.errors import SourceError, SourceUnavailableError, Workbooks
 from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
 from workbooks.core.paths import runbook_group
 from workbooks.core.redact import redact_url
-from workbooks.notebook import analysis, charts, drawing
+from workbooks.notebook import charts, drawing
 from workbooks.notebook.catalog import Catalog
 from workbooks.notebook.display import (
     display,
@@ -34,12 +34,12 @@ from workbooks.notebook.display import (
     key_value_table,
     show_markdown,
 )
+from workbooks.notebook.result import QueryResult, shifted
 from workbooks.notebook.sources import (
     EvidenceWriter,
     Source,
     Window,
     choose_step,
-    empty_frame,
     open_source,
     series_count,
     utc,
@@ -50,40 +50,6 @@ EVIDENCE_ENV = "WORKBOOKS_EVIDENCE_DIR"
 # baseline (and their network waits), few enough that a run never floods Prometheus.
 QUERY_CONCURRENCY = 4
 _QUERIES = ThreadPoolExecutor(QUERY_CONCURRENCY, thread_name_prefix="workbooks-query")
-
-
-@dataclass
-class QueryResult:
-    """One catalog query over the incident window, and the same window ``baseline`` earlier.
-
-    ``baseline`` timestamps are already shifted onto the current window, so they overlay.
-    """
-
-    name: str
-    title: str
-    query: str
-    unit: str | None
-    window: Window
-    step_seconds: int
-    current: pd.DataFrame = field(default_factory=empty_frame)
-    baseline: pd.DataFrame | None = None
-    error: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.current.empty
-
-    def series(self) -> tuple[pd.Series, pd.Series]:
-        """The current and baseline values of a single-series result (empty when absent)."""
-        baseline = self.baseline if self.baseline is not None else empty_frame()
-        return analysis.series_of(self.current), analysis.series_of(baseline)
-
-    def compare(
-        self, *, since: pd.Timestamp | None = None, tail: pd.Timedelta | None = None
-    ) -> analysis.Comparison:
-        """A single-series result against its baseline (medians over the same span)."""
-        current, baseline = self.series()
-        return analysis.compare(current, baseline, since=since, tail=tail)
 
 
 class Incident:
@@ -217,41 +183,30 @@ class Incident:
             )
             for role, window in roles
         ]
-        for (role, window), future in zip(roles, pending, strict=True):
-            try:
-                frame = future.result()
-            except SourceUnavailableError as exc:
-                description = self.source_description
-                self._source_error = str(exc)
-                self._source = None
-                self.record(
-                    Finding(
-                        severity="critical",
-                        title="The metrics source is unreachable",
-                        detail=f"{exc} The findings below are incomplete.",
-                        subject={"source": description},
-                        recommendation="Check Prometheus, then re-run this workbook "
-                        "(workbook run ... --prometheus URL).",
-                    )
-                )
-                result.error = str(exc)
-                return result
-            except SourceError as exc:
-                return self._failed(result, exc)
-            if writer := self._evidence_writer():
-                writer.save(
-                    name=self._evidence_key(name, values),
+        writer: EvidenceWriter | None = None
+        with ExitStack() as held:  # a query's results in the evidence manifest with one write
+            for (role, window), future in zip(roles, pending, strict=True):
+                try:
+                    frame = future.result()
+                except SourceUnavailableError as exc:
+                    return self._unreachable(result, exc)
+                except SourceError as exc:
+                    return self._failed(result, exc)
+                if writer is None and (writer := self._evidence_writer()):
+                    held.enter_context(writer.together())
+                saved = writer and writer.save(
+                    name=key,
                     role=role,
                     query=result.query,
                     window=window,
                     step_seconds=self.step_seconds,
                     frame=frame,
                 )
-            if role == "current":
-                result.current = frame
-            else:
-                result.baseline = _shift(frame, self.baseline_offset)
-        self._describe_query(result)
+                if role == "current":
+                    result.current, series = frame, saved
+                else:
+                    result.baseline = shifted(frame, self.baseline_offset)
+        self._describe_query(result, series)
         if result.empty:
             self.record(
                 Finding(
@@ -272,6 +227,23 @@ class Incident:
             return name
         return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(values.items())) + "]"
 
+    def _unreachable(self, result: QueryResult, exc: SourceUnavailableError) -> QueryResult:
+        description = self.source_description
+        self._source_error = str(exc)
+        self._source = None
+        self.record(
+            Finding(
+                severity="critical",
+                title="The metrics source is unreachable",
+                detail=f"{exc} The findings below are incomplete.",
+                subject={"source": description},
+                recommendation="Check Prometheus, then re-run this workbook "
+                "(workbook run ... --prometheus URL).",
+            )
+        )
+        result.error = str(exc)
+        return result
+
     def _failed(self, result: QueryResult, exc: Exception) -> QueryResult:
         result.error = str(exc)
         self.record(
@@ -285,8 +257,8 @@ class Incident:
         )
         return result
 
-    def _describe_query(self, result: QueryResult) -> None:
-        series = series_count(result.current)
+    def _describe_query(self, result: QueryResult, series: int | None = None) -> None:
+        series = series_count(result.current) if series is None else series
         show_markdown(
             f"<details><summary><code>{result.name}</code>: {series} series, step "
             f"{result.step_seconds}s</summary>\n\n```promql\n{result.query}\n```\n</details>"
@@ -411,10 +383,3 @@ class Incident:
                 **options,
             )
         )
-
-
-def _shift(frame: pd.DataFrame, offset: timedelta) -> pd.DataFrame:
-    shifted = frame.copy()
-    if len(shifted):
-        shifted["timestamp"] = shifted["timestamp"] + pd.Timedelta(offset)
-    return shifted

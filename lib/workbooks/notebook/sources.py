@@ -18,6 +18,8 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,12 +63,17 @@ def choose_step(window: Window, *, max_points: int = 1000, min_step_seconds: int
 
 
 def empty_frame() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "timestamp": pd.Series([], dtype="datetime64[ns, UTC]"),
-            "value": pd.Series([], dtype=float),
-        }
-    )
+    """A new empty result: a copy of one built once (building it is 15x the copy, and every
+    query's result starts as one; docs/performance.md, fifteenth pass)."""
+    return _EMPTY_FRAME.copy()
+
+
+_EMPTY_FRAME = pd.DataFrame(
+    {
+        "timestamp": pd.Series([], dtype="datetime64[ns, UTC]"),
+        "value": pd.Series([], dtype=float),
+    }
+)
 
 
 def series_count(frame: pd.DataFrame) -> int:
@@ -122,7 +129,21 @@ class EvidenceWriter:
             source=source,
         )
         self._manifest = manifest
+        self._held = 0  # > 0 inside together(): the manifest is written when it ends
         _write_json_atomic(folder / MANIFEST, manifest)
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Results saved inside are entered in the manifest with one write, at the end (a
+        query's window and its baseline), even if the block fails: a save's files are never
+        left out of it."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held:
+                _write_json_atomic(self.folder / MANIFEST, self._manifest)
 
     def save(
         self,
@@ -133,7 +154,8 @@ class EvidenceWriter:
         window: Window,
         step_seconds: int,
         frame: pd.DataFrame,
-    ) -> None:
+    ) -> int:
+        """Save one result and enter it in the manifest; returns its series count."""
         from pyarrow import parquet  # here, as in to_parquet: only a kernel that saves loads it
 
         file_name = f"{_file_stem(name)}.{role}.parquet"
@@ -159,7 +181,9 @@ class EvidenceWriter:
         }
         entries = [e for e in self._manifest["entries"] if (e["name"], e["role"]) != (name, role)]
         self._manifest["entries"] = [*entries, entry]
-        _write_json_atomic(self.folder / MANIFEST, self._manifest)
+        if not self._held:
+            _write_json_atomic(self.folder / MANIFEST, self._manifest)
+        return entry["series"]
 
 
 class EvidenceSource:
