@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,7 +25,8 @@ from workbooks.core.errors import SourceError, SourceUnavailableError, Workbooks
 from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markdown
 from workbooks.core.paths import runbook_group
 from workbooks.core.redact import redact_url
-from workbooks.notebook import charts, drawing
+from workbooks.notebook import ahead, charts, drawing
+from workbooks.notebook.ahead import Ahead, Expected, Fetched
 from workbooks.notebook.catalog import Catalog
 from workbooks.notebook.display import (
     display,
@@ -98,6 +99,8 @@ class Incident:
             max_points=self.config.prometheus.max_points,
             min_step_seconds=self.config.prometheus.min_step_seconds,
         )
+        self._ahead = Ahead(ahead.take_expected(), self._fetch_ahead)
+        self._ahead.top_up()  # the first queries start while the first cells run
 
     # --- set-up -------------------------------------------------------------------------------
     def _open_source(self) -> None:
@@ -172,17 +175,12 @@ class Incident:
         if self._source is None:
             result.error = self._source_error
             return result
-        roles = [("current", self.window)]
-        if baseline:
-            roles.append(("baseline", self.window.shifted(self.baseline_offset)))
-        # The window and its baseline are fetched at once, then handled in order as before.
-        source, key = self._source, self._evidence_key(name, values)
-        pending = [
-            _QUERIES.submit(
-                source.range_query, key, result.query, window, self.step_seconds, role=role
-            )
-            for role, window in roles
-        ]
+        roles = self._roles(baseline)
+        key = self._evidence_key(name, values)
+        asked = (key, result.query, baseline)
+        # Fetched ahead of this cell (notebook/ahead.py), or now: the window and its baseline
+        # at once, then handled in order as before.
+        pending = (None if promql else self._ahead.take(asked)) or self._fetch(asked, roles)
         writer: EvidenceWriter | None = None
         with ExitStack() as held:  # a query's results in the evidence manifest with one write
             for (role, window), future in zip(roles, pending, strict=True):
@@ -221,6 +219,31 @@ class Incident:
             )
         return result
 
+    def _roles(self, baseline: bool) -> list[tuple[str, Window]]:
+        roles = [("current", self.window)]
+        if baseline:
+            roles.append(("baseline", self.window.shifted(self.baseline_offset)))
+        return roles
+
+    def _fetch(self, query: Fetched, roles: list[tuple[str, Window]]) -> list[Future[pd.DataFrame]]:
+        source, (key, text, _) = self._source, query
+        assert source is not None
+        return [
+            _QUERIES.submit(source.range_query, key, text, window, self.step_seconds, role=role)
+            for role, window in roles
+        ]
+
+    def _fetch_ahead(self, expected: Expected) -> tuple[Fetched, list[Future[Any]]] | None:
+        name, baseline, values = expected
+        if self._source is None or name not in self.catalog:
+            return None
+        try:
+            text = self.catalog[name].render({**self.labels, **dict(values)})
+        except WorkbooksError:
+            return None  # the cell will say why
+        query = (self._evidence_key(name, dict(values)), text, baseline)
+        return query, self._fetch(query, self._roles(baseline))
+
     @staticmethod
     def _evidence_key(name: str, values: Mapping[str, Any]) -> str:
         if not values:
@@ -228,6 +251,7 @@ class Incident:
         return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(values.items())) + "]"
 
     def _unreachable(self, result: QueryResult, exc: SourceUnavailableError) -> QueryResult:
+        self._ahead.stop()
         description = self.source_description
         self._source_error = str(exc)
         self._source = None

@@ -64,6 +64,27 @@ async def _connect(manager: AsyncKernelManager, timeout: float) -> Any:
     return client
 
 
+def _expect_queries(client: Any) -> None:
+    """Tell the kernel the queries the notebook's cells ask, to fetch them ahead of the cells
+    (:mod:`workbooks.notebook.ahead`): one silent request before the first cell."""
+    from nbformat.v4 import new_code_cell
+
+    from workbooks.notebook.ahead import expected_queries
+
+    cells = client.nb.cells
+    expected = expected_queries(cell.source for cell in cells if cell.cell_type == "code")
+    if not expected:
+        return
+    code = f"__import__('workbooks.notebook.ahead', fromlist=['expect']).expect({expected!r})"
+    cells.append(new_code_cell(code))  # run as _deliver_charts runs its cell, then removed
+    try:
+        client.execute_cell(cells[-1], len(cells) - 1, store_history=False)
+    except Exception as exc:  # the run goes on: each query is then fetched when asked
+        logging.getLogger(__name__).warning("the queries were not fetched ahead: %s", exc)
+    finally:
+        cells.pop()
+
+
 def _deliver_charts(client: Any) -> None:
     """Put the charts still being drawn beside the run in their places (:mod:`.drawing`)."""
     from jupyter_core.utils import run_sync
@@ -92,6 +113,7 @@ def register_engine() -> None:
 
     class Client(PapermillNotebookClient):  # type: ignore[misc]
         def papermill_execute_cells(self) -> None:
+            _expect_queries(self)
             try:
                 super().papermill_execute_cells()
             finally:
