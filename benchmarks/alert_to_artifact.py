@@ -6,6 +6,8 @@ or directly::
     .venv/bin/python benchmarks/alert_to_artifact.py             # median of 5, a table
     .venv/bin/python benchmarks/alert_to_artifact.py --runs 9    # median of 9
     .venv/bin/python benchmarks/alert_to_artifact.py --json      # the numbers as JSON
+    .venv/bin/python benchmarks/alert_to_artifact.py --prometheus-only --latency-ms 50 \
+        --runbooks high-error-rate database-issues                # a remote Prometheus
 
 For each runbook with a bundled demo (``workbooks.synthetic.demo.DEMO_SCENARIOS``) it times the
 whole ``workbooks.running.runner.run_alert`` call, from parsing the webhook payload to the
@@ -17,7 +19,8 @@ archive commit returning, in two modes:
     A real Prometheus (Debian's ``prometheus`` and ``promtool``), one per runbook,
     backfilled with the runbook's demo scenario by ``workbooks.synthetic.lab.start_prometheus``;
     ``WORKBOOKS_NOW`` is pinned to the end of the scenario so the workbook's window matches the
-    data. Skipped, with a message, when the binaries are missing.
+    data. Skipped, with a message, when the binaries are missing. ``--latency-ms 50`` puts a
+    proxy in front of it that holds each request 50 ms, as a Prometheus across a network would.
 
 Each is compared with a **floor** measured in the same process: a fresh ``python3`` kernel
 started with jupyter_client plus ``import pandas, matplotlib.pyplot`` executed in it, until the
@@ -42,6 +45,7 @@ the temporary archives removed on any exit, including Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
 import platform
@@ -51,7 +55,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -187,6 +194,43 @@ def pinned_now(moment: str) -> Iterator[None]:
             os.environ[NOW_ENV] = saved
 
 
+@contextmanager
+def delayed(upstream: str, latency: float) -> Iterator[str]:
+    """A URL that answers as ``upstream`` does, each request held ``latency`` seconds first (a
+    Prometheus across a network); ``upstream`` itself when there is no latency."""
+    if latency <= 0:
+        yield upstream
+        return
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(latency)
+            try:
+                with urllib.request.urlopen(upstream + self.path, timeout=60) as answer:
+                    status, body = answer.status, answer.read()
+            except urllib.error.HTTPError as error:
+                status, body = error.code, error.read()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def alert_to_artifact(
     runbook: str, payload: str, *, config: Config, archive: Archive, source: str
 ) -> tuple[float, RunRecord]:
@@ -236,7 +280,9 @@ def bench_demo(report: Report, runbooks: list[str], config: Config, scratch: Pat
         report.results.append(measure_runbook(name, mode, report.runs, runner(name)))
 
 
-def bench_prometheus(report: Report, runbooks: list[str], config: Config, scratch: Path) -> None:
+def bench_prometheus(
+    report: Report, runbooks: list[str], config: Config, scratch: Path, *, latency: float = 0.0
+) -> None:
     mode = "prometheus"
     if not prometheus_available():
         report.skipped[mode] = (
@@ -265,12 +311,15 @@ def bench_prometheus(report: Report, runbooks: list[str], config: Config, scratc
                 f"(backfill {server.backfill_seconds:.2f} s, ready {server.ready_seconds:.2f} s)"
             )
 
-            def one_run(
-                name: str = name, payload: str = payload, url: str = server.url
-            ) -> tuple[float, RunRecord]:
-                return alert_to_artifact(name, payload, config=config, archive=archive, source=url)
+            with pinned_now(scenario.end.isoformat()), delayed(server.url, latency) as url:
 
-            with pinned_now(scenario.end.isoformat()):
+                def one_run(
+                    name: str = name, payload: str = payload, url: str = url
+                ) -> tuple[float, RunRecord]:
+                    return alert_to_artifact(
+                        name, payload, config=config, archive=archive, source=url
+                    )
+
                 if position == 0:
                     warm_up(report, mode, name, one_run)
                 report.results.append(measure_runbook(name, mode, report.runs, one_run))
@@ -447,6 +496,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--runs", type=int, default=5, help="measured runs per row (default 5); median of these"
     )
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.add_argument(
+        "--runbooks",
+        nargs="+",
+        choices=list(DEMO_SCENARIOS),
+        metavar="RUNBOOK",
+        help="these only (default: all)",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="hold each request to Prometheus this long, as a Prometheus across a network "
+        "would (default 0: loopback)",
+    )
+    parser.add_argument(
+        "--prometheus-only", action="store_true", help="skip the demo-evidence rows"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -457,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # A plain `kill` then unwinds like Ctrl-C: Prometheus stopped, temp dirs removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    runbooks = list(DEMO_SCENARIOS)
+    runbooks = args.runbooks or list(DEMO_SCENARIOS)
     config = load_config(env={})
 
     started = time.perf_counter()
@@ -482,10 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     report.warmups["floor"] = {"runbook": "-", "seconds": warm_floor, "status": "ok"}
     scratch = Path(tempfile.mkdtemp(prefix="workbooks-bench-"))
     try:
-        log(f"demo evidence: 1 warm-up + {args.runs} runs per runbook")
-        bench_demo(report, runbooks, config, scratch)
+        if not args.prometheus_only:
+            log(f"demo evidence: 1 warm-up + {args.runs} runs per runbook")
+            bench_demo(report, runbooks, config, scratch)
         log(f"real Prometheus: 1 warm-up + {args.runs} runs per runbook")
-        bench_prometheus(report, runbooks, config, scratch)
+        bench_prometheus(report, runbooks, config, scratch, latency=args.latency_ms / 1000)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report.machine["loadavg_1min_end"] = round(os.getloadavg()[0], 2)
