@@ -26,7 +26,7 @@ from workbooks.core.findings import SUMMARY_MIME, Finding, ranked, summary_markd
 from workbooks.core.paths import runbook_group
 from workbooks.core.redact import redact_url
 from workbooks.notebook import ahead, charts, drawing
-from workbooks.notebook.ahead import Ahead, Expected, Fetched
+from workbooks.notebook.ahead import Ahead, Fetched, Ready
 from workbooks.notebook.catalog import Catalog
 from workbooks.notebook.display import (
     display,
@@ -180,7 +180,7 @@ class Incident:
         asked = (key, result.query, baseline)
         # Fetched ahead of this cell (notebook/ahead.py), or now: the window and its baseline
         # at once, then handled in order as before.
-        pending = (None if promql else self._ahead.take(asked)) or self._fetch(asked, roles)
+        pending = (None if promql else self._ahead.take(name, asked)) or self._fetch(asked, roles)
         writer: EvidenceWriter | None = None
         with ExitStack() as held:  # a query's results in the evidence manifest with one write
             for (role, window), future in zip(roles, pending, strict=True):
@@ -233,7 +233,7 @@ class Incident:
             for role, window in roles
         ]
 
-    def _fetch_ahead(self, expected: Expected) -> tuple[Fetched, list[Future[Any]]] | None:
+    def _fetch_ahead(self, expected: Ready) -> tuple[Fetched, list[Future[Any]]] | None:
         name, baseline, values = expected
         if self._source is None or name not in self.catalog:
             return None
