@@ -62,6 +62,20 @@ def test_a_variable_spread_into_the_values_is_named_to_be_read_in_the_kernel() -
     ]
 
 
+def test_a_query_that_a_condition_or_a_loop_may_skip_or_repeat_is_not_expected() -> None:
+    cells = [
+        'lag = incident.query("a") if wants_replication(incident) else None',
+        'if replicas:\n    incident.query("b")\nc = incident.query("c")',
+        'for day in days:\n    incident.query("d")',
+        'x = y or incident.query("e")',
+        'rows = [incident.query("f") for _ in range(2)]',
+        'if incident.query("g").empty:\n    pass',  # the condition itself always runs
+        'try:\n    h = incident.query("h")\nexcept ValueError:\n    pass',
+    ]
+
+    assert [name for name, *_ in expected_queries(cells)] == ["c", "g", "h"]
+
+
 def test_queries_built_at_run_time_or_by_hand_and_other_query_methods_are_not_expected() -> None:
     cells = [
         "name = 'request_rate'\nr = incident.query(name)",  # a name only the run knows

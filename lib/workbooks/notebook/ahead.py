@@ -24,7 +24,7 @@ from __future__ import annotations
 import ast
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -57,10 +57,27 @@ def expected_queries(sources: Iterable[str]) -> list[Expected]:
             tree = ast.parse(source)
         except SyntaxError:
             continue
-        calls = [node for node in ast.walk(tree) if _is_query(node)]
+        calls = [node for node in _always_run(tree) if _is_query(node)]
         for call in sorted(calls, key=lambda node: (node.lineno, node.col_offset)):
             found.extend(_literal(call))
     return found
+
+
+# Where a call may run once, many times or never: its query is fetched when asked, if it is.
+_SOMETIMES = (
+    *(ast.If, ast.IfExp, ast.For, ast.While, ast.BoolOp, ast.Lambda),
+    *(ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp),
+)
+
+
+def _always_run(node: ast.AST) -> Iterator[ast.AST]:
+    """The nodes under ``node`` outside conditions and loops (a condition itself included)."""
+    for child in ast.iter_child_nodes(node):
+        yield child
+        if isinstance(child, (ast.If, ast.IfExp, ast.While)):
+            yield from _always_run(child.test)
+        elif not isinstance(child, _SOMETIMES):
+            yield from _always_run(child)
 
 
 def _is_query(node: ast.AST) -> bool:
