@@ -45,7 +45,6 @@ the temporary archives removed on any exit, including Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import platform
@@ -55,10 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,7 +68,7 @@ from workbooks.archive.store import Archive, RunRecord
 from workbooks.core.alert import parse_alert_group
 from workbooks.core.config import Config, load_config
 from workbooks.synthetic.demo import DEMO_SCENARIOS, demo_alert_path
-from workbooks.synthetic.lab import prometheus_available, start_prometheus
+from workbooks.synthetic.lab import prometheus_available, relay, start_prometheus
 
 FLOOR_CODE = "import pandas, matplotlib.pyplot"
 KERNEL_NAME = "python3"
@@ -201,34 +197,8 @@ def delayed(upstream: str, latency: float) -> Iterator[str]:
     if latency <= 0:
         yield upstream
         return
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            time.sleep(latency)
-            try:
-                with urllib.request.urlopen(upstream + self.path, timeout=60) as answer:
-                    status, body = answer.status, answer.read()
-            except urllib.error.HTTPError as error:
-                status, body = error.code, error.read()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with relay(upstream, delay=latency) as server:
+        yield server.url
 
 
 def alert_to_artifact(

@@ -6,12 +6,7 @@ each query is sent once, and every cell gets the answer it asked for.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -24,7 +19,13 @@ import pytest
 from workbooks.notebook import ahead
 from workbooks.notebook.ahead import Ahead, expected_queries
 from workbooks.running.execution import execute_notebook
-from workbooks.synthetic.lab import PrometheusServer, prometheus_available, start_prometheus
+from workbooks.synthetic.lab import (
+    PrometheusServer,
+    Relay,
+    prometheus_available,
+    relay,
+    start_prometheus,
+)
 from workbooks.synthetic.scenarios import make_scenario
 
 ONSET = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
@@ -182,34 +183,6 @@ def test_nothing_more_is_fetched_once_the_source_is_down() -> None:
 # --- a run against a real Prometheus --------------------------------------------------------
 
 
-class _Recorder(http.server.ThreadingHTTPServer):
-    """Passes each request on to Prometheus and notes when each PromQL expression arrived."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: str) -> None:
-        self.arrivals: list[tuple[float, str]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                params = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                outer.arrivals.append((time.time(), params.get("query", [""])[0]))
-                with urllib.request.urlopen(upstream + self.path, timeout=10) as answer:
-                    body = answer.read()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     if not prometheus_available():
@@ -221,19 +194,14 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
 
 
 @pytest.fixture
-def recorder(prometheus: PrometheusServer) -> Iterator[_Recorder]:
-    server = _Recorder(prometheus.url)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+def recorder(prometheus: PrometheusServer) -> Iterator[Relay]:
+    with relay(prometheus.url) as server:  # notes when each PromQL expression arrived
+        yield server
 
 
 @pytest.mark.prometheus
 def test_a_run_sends_later_cells_queries_while_an_earlier_cell_works(
-    tmp_path: Path, recorder: _Recorder
+    tmp_path: Path, recorder: Relay
 ) -> None:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}

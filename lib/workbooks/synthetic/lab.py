@@ -15,17 +15,20 @@ with Prometheus 2.42 in test_scenarios.py).
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -202,3 +205,50 @@ def _ready(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+@contextmanager
+def relay(upstream: str, *, delay: float = 0.0) -> Iterator[Relay]:
+    """A server on 127.0.0.1 that passes each GET on to ``upstream`` (a Prometheus), after
+    ``delay`` seconds, as a Prometheus across a network would answer; it notes each request."""
+    server = Relay(upstream, delay)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class Relay(http.server.ThreadingHTTPServer):
+    """:func:`relay`'s server: ``arrivals`` holds (time.time(), the PromQL) of each request."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        self.arrivals: list[tuple[float, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                params = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                outer.arrivals.append((time.time(), params.get("query", [""])[0]))
+                time.sleep(delay)
+                try:
+                    with urllib.request.urlopen(upstream + self.path, timeout=60) as answer:
+                        status, body = answer.status, answer.read()
+                except urllib.error.HTTPError as error:
+                    status, body = error.code, error.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
