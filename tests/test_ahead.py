@@ -87,6 +87,7 @@ def test_queries_built_at_run_time_or_by_hand_and_other_query_methods_are_not_ex
         "r = incident.query('request_rate', **a, **b)",
         "rows = frame.query('value > 0')",  # pandas, not the incident
         "%time r = incident.query('request_rate')",  # a magic: not Python
+        "r = incident.query('request_rate')\x00",  # not Python either
         "for day in days:\n    incident.query('traffic', days_ago=day)",
     ]
 
