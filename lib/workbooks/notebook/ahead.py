@@ -6,9 +6,10 @@ for every query in turn. Before a run's first cell the engine (:mod:`workbooks.r
 reads the notebook's code cells and gives the kernel the queries they ask, in order
 (:func:`expected_queries`: ``incident.query("name", baseline=False, quantile=0.99)`` with
 literal values, and ``**scope`` read in the kernel once a cell has set it; a query whose name
-only the run knows is not among them). The run's :class:`~workbooks.notebook.incident.Incident`
-then keeps :data:`DEPTH` of them fetching, on the same bounded pool as its own queries (at most
-4 requests in flight), while the cells before them run.
+only the run knows, or under a condition, is not among them). The run's
+:class:`~workbooks.notebook.incident.Incident` then keeps :data:`DEPTH` of them fetching, on the
+same bounded pool as its own queries (at most 4 requests in flight), while the cells before
+them run.
 
 A cell still asks for its query as before, and gets the fetched answer only if it is the very
 query (name, rendered PromQL, baseline or not); it saves the evidence, shows the query and
@@ -49,7 +50,8 @@ def expected_queries(sources: Iterable[str]) -> list[Expected]:
     A call counts if its name is a string and every keyword a literal (``promql=`` excepted: a
     query written by hand is run as the cell asks it), besides one ``**variable`` (or
     ``**variable.attribute``), whose values are read in the kernel when the variable exists.
-    Cells that are not Python (a magic) are skipped.
+    A call under a condition or in a loop is left to its cell, which may ask it never or many
+    times. Cells that are not Python (a magic) are skipped.
     """
     found: list[Expected] = []
     for source in sources:
