@@ -67,39 +67,37 @@ async def _connect(manager: AsyncKernelManager, timeout: float) -> Any:
 def _expect_queries(client: Any) -> None:
     """Tell the kernel the queries the notebook's cells ask, to fetch them ahead of the cells
     (:mod:`workbooks.notebook.ahead`): one silent request before the first cell."""
-    from nbformat.v4 import new_code_cell
-
     from workbooks.notebook.ahead import expected_queries
 
     cells = client.nb.cells
     expected = expected_queries(cell.source for cell in cells if cell.cell_type == "code")
-    if not expected:
-        return
-    code = f"__import__('workbooks.notebook.ahead', fromlist=['expect']).expect({expected!r})"
-    cells.append(new_code_cell(code))  # run as _deliver_charts runs its cell, then removed
-    try:
-        client.execute_cell(cells[-1], len(cells) - 1, store_history=False)
-    except Exception as exc:  # the run goes on: each query is then fetched when asked
-        logging.getLogger(__name__).warning("the queries were not fetched ahead: %s", exc)
-    finally:
-        cells.pop()
+    if expected:  # if it fails, the run goes on: each query is then fetched when asked
+        code = f"__import__('workbooks.notebook.ahead', fromlist=['expect']).expect({expected!r})"
+        _run_unseen(client, code, failed="the queries were not fetched ahead")
 
 
 def _deliver_charts(client: Any) -> None:
     """Put the charts still being drawn beside the run in their places (:mod:`.drawing`)."""
     from jupyter_core.utils import run_sync
-    from nbformat.v4 import new_code_cell
 
     from workbooks.notebook.drawing import DELIVER_ALL
 
     if not run_sync(client.km.is_alive)():  # killed: the charts' places say they were not ready
         return
+    _run_unseen(client, DELIVER_ALL, failed="charts drawn beside the run not delivered")
+
+
+def _run_unseen(client: Any, code: str, *, failed: str) -> None:
+    """Run ``code`` in the run's kernel as a cell that is not kept in the notebook; a failure
+    (the kernel died meanwhile, the run's timeout passed) is logged as ``failed``."""
+    from nbformat.v4 import new_code_cell
+
     cells = client.nb.cells
-    cells.append(new_code_cell(DELIVER_ALL))  # nbclient puts a cell it ran at its index
+    cells.append(new_code_cell(code))  # nbclient puts a cell it ran at its index
     try:
         client.execute_cell(cells[-1], len(cells) - 1, store_history=False)
-    except Exception as exc:  # the kernel died meanwhile, or the run's timeout passed
-        logging.getLogger(__name__).warning("charts drawn beside the run not delivered: %s", exc)
+    except Exception as exc:
+        logging.getLogger(__name__).warning("%s: %s", failed, exc)
     finally:
         cells.pop()
 
