@@ -180,7 +180,7 @@ class Incident:
         asked = (key, result.query, baseline)
         # Fetched ahead of this cell (notebook/ahead.py), or now: the window and its baseline
         # at once, then handled in order as before.
-        pending = (None if promql else self._ahead.take(name, asked)) or self._fetch(asked, roles)
+        pending = (None if promql else self._ahead.take(name, asked)) or self._fetch(asked)
         writer: EvidenceWriter | None = None
         with ExitStack() as held:  # a query's results in the evidence manifest with one write
             for (role, window), future in zip(roles, pending, strict=True):
@@ -225,12 +225,13 @@ class Incident:
             roles.append(("baseline", self.window.shifted(self.baseline_offset)))
         return roles
 
-    def _fetch(self, query: Fetched, roles: list[tuple[str, Window]]) -> list[Future[pd.DataFrame]]:
-        source, (key, text, _) = self._source, query
+    def _fetch(self, query: Fetched) -> list[Future[pd.DataFrame]]:
+        """The query's window, and its baseline if asked, sent at once."""
+        source, (key, text, baseline) = self._source, query
         assert source is not None
         return [
             _QUERIES.submit(source.range_query, key, text, window, self.step_seconds, role=role)
-            for role, window in roles
+            for role, window in self._roles(baseline)
         ]
 
     def _fetch_ahead(self, expected: Ready) -> tuple[Fetched, list[Future[Any]]] | None:
@@ -242,7 +243,7 @@ class Incident:
         except WorkbooksError:
             return None  # the cell will say why
         query = (self._evidence_key(name, dict(values)), text, baseline)
-        return query, self._fetch(query, self._roles(baseline))
+        return query, self._fetch(query)
 
     @staticmethod
     def _evidence_key(name: str, values: Mapping[str, Any]) -> str:
