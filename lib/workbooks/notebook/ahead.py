@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
@@ -42,6 +43,10 @@ Ready = tuple[str, bool, tuple[tuple[str, Any], ...]]
 Fetched = tuple[str, str, bool]
 
 _expected: list[Expected] = []
+# One parse at a time: CPython 3.11 keeps ast.parse's recursion depth per interpreter, and two
+# runs' engines parsing at once in the service's threads failed a run with "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython#106905).
+_PARSING = threading.Lock()
 
 
 def expected_queries(sources: Iterable[str]) -> list[Expected]:
@@ -56,8 +61,9 @@ def expected_queries(sources: Iterable[str]) -> list[Expected]:
     found: list[Expected] = []
     for source in sources:
         try:
-            tree = ast.parse(source)
-        except SyntaxError:
+            with _PARSING:
+                tree = ast.parse(source)
+        except (SyntaxError, SystemError):  # a magic; CPython's AST state, see _PARSING
             continue
         calls = [node for node in _always_run(tree) if _is_query(node)]
         for call in sorted(calls, key=lambda node: (node.lineno, node.col_offset)):

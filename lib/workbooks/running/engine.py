@@ -70,7 +70,11 @@ def _expect_queries(client: Any) -> None:
     from workbooks.notebook.ahead import expected_queries
 
     cells = client.nb.cells
-    expected = expected_queries(cell.source for cell in cells if cell.cell_type == "code")
+    try:
+        expected = expected_queries(cell.source for cell in cells if cell.cell_type == "code")
+    except Exception as exc:  # never the run's end: each query is then fetched when asked
+        logging.getLogger(__name__).warning("the queries were not fetched ahead: %s", exc)
+        return
     if expected:  # if it fails, the run goes on: each query is then fetched when asked
         code = f"__import__('workbooks.notebook.ahead', fromlist=['expect']).expect({expected!r})"
         _run_unseen(client, code, failed="the queries were not fetched ahead")
