@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workbooks.notebook.analysis import (
     Comparison,
@@ -363,6 +366,53 @@ def test_changes_of_an_empty_result_has_the_columns():
         "from",
         "to",
     ]
+
+
+def transitions_by_hand(
+    samples: list[tuple[int, str, str | None, str | None, float]], by: list[str]
+) -> list[tuple[pd.Timestamp, ...]]:
+    """The rule of ``changes`` spelled out one series at a time, in plain Python."""
+    shown: dict[tuple[str, ...], dict[int, set[str]]] = {}
+    for minute, instance, model, version, value in samples:
+        if math.isnan(value) or value == 0:
+            continue
+        labels = {"instance": instance, "model": model}
+        key = tuple(labels[name] or "" for name in by)
+        shown.setdefault(key, {}).setdefault(minute, set()).add(version or "")
+    rows = []
+    for key, by_minute in shown.items():
+        minutes = sorted(by_minute)
+        current = max(by_minute[minutes[0]])  # present when the window opens: no change
+        for previous, minute in itertools.pairwise(minutes):
+            for version in sorted(by_minute[minute] - by_minute[previous]):
+                if version != current:
+                    rows.append((MINUTES[minute], *key, "model_version", current, version))
+                    current = version
+    return sorted(rows, key=lambda row: row[: 1 + len(by)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    samples=st.lists(
+        st.tuples(
+            st.integers(0, 6),
+            st.sampled_from(["api-1", "api-2", "api-10"]),
+            st.sampled_from(["llm", "vision", None]),
+            st.sampled_from(["2.3.1", "2.4.0", "2.10.0", None]),
+            st.sampled_from([1.0, 1.0, 0.0, math.nan]),
+        ),
+        max_size=40,
+    ),
+    by=st.sampled_from([["instance"], [], ["model", "instance"], ["instance", "model"]]),
+)
+def test_changes_follows_its_rule_on_any_samples(samples, by):
+    frame = pd.DataFrame(
+        [(MINUTES[minute], *rest) for minute, *rest in samples],
+        columns=["timestamp", "instance", "model", "model_version", "value"],
+    )
+    found = changes(frame, label="model_version", by=by)
+    assert list(found.columns) == ["timestamp", *by, "label", "from", "to"]
+    assert [tuple(row) for row in found.itertuples(index=False)] == transitions_by_hand(samples, by)
 
 
 def test_nearest_before_finds_the_deploy_just_before_the_onset():
