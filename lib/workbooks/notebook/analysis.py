@@ -292,12 +292,12 @@ def changes(
             {"timestamp": "datetime64[ns, UTC]"}
         )
     tidy = present[[*identity, label]].fillna("").astype(str)
+    ids = [tidy[name].to_numpy(dtype=object) for name in identity]
     found = _appearances(
-        _series_numbers(tidy, identity),
+        _series_numbers(ids, len(tidy)),
         frames.utc_index(present["timestamp"]).asi8,
         tidy[label].to_numpy(dtype=object),
     )
-    ids = [tidy[name].to_numpy(dtype=object) for name in identity]
     rows = [(stamp, *(i[row] for i in ids), label, old, new) for row, stamp, old, new in found]
     rows.sort(key=lambda row: row[: 1 + len(identity)])  # by time, then labels; stable
     table = pd.DataFrame(rows, columns=columns)
@@ -305,11 +305,11 @@ def changes(
     return table
 
 
-def _series_numbers(tidy: pd.DataFrame, identity: list[str]) -> np.ndarray:
-    """Each row's series as a number: the same for the same values of the ``identity`` labels."""
-    numbers = np.zeros(len(tidy), dtype=np.int64)
-    for name in identity:
-        codes, uniques = pd.factorize(tidy[name].to_numpy(dtype=object))
+def _series_numbers(labels: list[np.ndarray], rows: int) -> np.ndarray:
+    """Each row's series as a number: the same for the same values of every label given."""
+    numbers = np.zeros(rows, dtype=np.int64)
+    for values in labels:
+        codes, uniques = pd.factorize(values)
         numbers, _ = pd.factorize(numbers * len(uniques) + codes)  # stays below the row count
     return numbers
 
