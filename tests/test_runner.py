@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from workbooks.running.execution import ERROR_TAG, Execution, execute_notebook, 
 from workbooks.running.parameters import PARAMETER_NAMES
 from workbooks.running.routing import load_runbooks
 from workbooks.running.runner import replay, run_alert, workbook_parameters
+from workbooks.synthetic.cgroup import MemoryCgroup
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 RUNBOOKS = NOTEBOOKS / "runbooks"
@@ -148,6 +151,57 @@ def test_dead_kernel(tmp_path: Path) -> None:
     assert error is not None and error["kind"] == "dead-kernel"
     assert "os._exit" in run_cells(tmp_path / "out.ipynb")[error["cell_index"]].source
     assert "before" in (tmp_path / "out.ipynb").read_text()  # what ran is kept
+    assert "its process exited with status 1" in error["message"]
+
+
+def test_a_kernel_killed_by_a_signal_is_named(tmp_path: Path) -> None:
+    execution = run("kernel_dies.ipynb", tmp_path, parameters={"signal_number": 15})
+    error = execution.error
+    assert error is not None and error["kind"] == "dead-kernel"
+    assert "killed by SIGTERM" in error["message"], error["message"]
+    assert "out-of-memory" not in error["message"]
+
+
+def test_a_kernel_killed_by_sigkill_points_at_the_memory(tmp_path: Path) -> None:
+    execution = run("kernel_dies.ipynb", tmp_path, parameters={"signal_number": 9})
+    error = execution.error
+    assert error is not None and error["kind"] == "dead-kernel"
+    assert "killed by SIGKILL: most often the out-of-memory killer" in error["message"]
+    assert "before" in (tmp_path / "out.ipynb").read_text()
+
+
+def test_a_kernel_out_of_memory_at_a_containers_limit(tmp_path: Path) -> None:
+    """The real thing: a run held to 400 MB in a memory cgroup, as a container is, whose cell
+    takes more; the kernel's out-of-memory killer ends the kernel, and the error says so."""
+    try:
+        cgroup = MemoryCgroup.create("test-oom", 400)
+    except OSError as error:
+        pytest.skip(f"no memory cgroup may be made here: {error}")
+    script = (
+        "import json, sys; from pathlib import Path\n"
+        "from workbooks.running.execution import execute_notebook\n"
+        "out = Path(sys.argv[2])\n"
+        "e = execute_notebook(Path(sys.argv[1]), out / 'out.ipynb', {'allocate_mb': 32},"
+        " cwd=out, cell_timeout=60, run_timeout=120)\n"
+        "print(json.dumps(e.error))\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(NOTEBOOKS / "kernel_dies.ipynb"), str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            preexec_fn=cgroup.enter,
+        )
+        kills = cgroup.oom_kills()
+    finally:
+        cgroup.remove()
+    assert done.returncode == 0, done.stderr  # the calling process lives on to say it
+    error = json.loads(done.stdout)
+    assert error["kind"] == "dead-kernel"
+    assert "killed by SIGKILL: most often the out-of-memory killer" in error["message"]
+    assert kills >= 1, "the cgroup counted no out-of-memory kill"
+    assert "before" in (tmp_path / "out.ipynb").read_text()
 
 
 def test_unreadable_notebook_still_leaves_an_output(tmp_path: Path) -> None:

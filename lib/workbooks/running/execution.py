@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,14 +167,27 @@ def _classify(
         message = f"{where} timed out after {cell_timeout:g} s (the cell timeout)"
     elif isinstance(exc, DeadKernelError):
         kind = "dead-kernel"
-        message = (
-            f"the kernel died while {where} was running (it exited, crashed, or ran out of memory)"
-        )
+        message = f"the kernel died while {where} was running ({_how_ended(watchdog.exit_status)})"
         message += f"; its last words: {kernel_log}" if kernel_log else ""
     else:
         kind, index = "internal", None
         message = f"the notebook could not be run: {ename}: {evalue}"
     return {"kind": kind, "ename": ename, "evalue": evalue, "cell_index": index, "message": message}
+
+
+def _how_ended(status: int | None) -> str:
+    if status is None:  # not seen: the process was gone before a liveness check
+        return "it exited, crashed, or ran out of memory"
+    if status >= 0:
+        return f"its process exited with status {status}"
+    name = signal.Signals(-status).name if -status in signal.valid_signals() else str(-status)
+    if -status == signal.SIGKILL:  # what the out-of-memory killer sends
+        return (
+            f"its process was killed by {name}: most often the out-of-memory killer, when the"
+            " machine or the container's memory limit ran out (see dmesg or the container's"
+            " events)"
+        )
+    return f"its process was killed by {name}"
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode | None:

@@ -77,6 +77,11 @@ class Watchdog:
         for timer in self._timers:
             timer.cancel()
 
+    @property
+    def exit_status(self) -> int | None:
+        """How the run's kernel process ended, when a liveness check saw it end (manager.py)."""
+        return getattr(self._kernel, "exit_status", None)
+
     def attach(self, kernel: AsyncKernelManager) -> None:
         with self._lock:
             self._kernel = kernel

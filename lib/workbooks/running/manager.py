@@ -1,5 +1,5 @@
 """The kernel manager of every kernel the package starts: jupyter_client's, quick to see a
-stopped kernel gone.
+stopped kernel gone, and keeping how a kernel that died ended.
 
 A run's kernel is killed once its last cell has replied (and the service's spare kernels when
 it stops). jupyter_client then polls the process every 0.1 s until it is gone, and its first
@@ -16,7 +16,23 @@ GONE_POLL_SECONDS = 0.005
 
 
 class KernelManager(AsyncKernelManager):
-    """jupyter_client's kernel manager, polling a stopped kernel's process every 5 ms."""
+    """jupyter_client's kernel manager, polling a stopped kernel's process every 5 ms.
+
+    ``exit_status`` is the process's return code as the first liveness check to find it ended
+    saw it (negative: the signal that killed it), before the shutdown that follows lets it go;
+    None while it runs or when the process was not this manager's to wait for.
+    """
+
+    exit_status: int | None = None
+
+    async def _async_is_alive(self) -> bool:
+        alive = await super()._async_is_alive()
+        if not alive and self.exit_status is None:
+            process = getattr(self.provisioner, "process", None)  # the local provisioner's
+            self.exit_status = getattr(process, "returncode", None)
+        return alive
+
+    is_alive = _async_is_alive  # nbclient's check, as AsyncKernelManager binds it
 
     async def _async_wait(self, pollinterval: float = 0.1) -> None:
         # jupyter_client's private poll loop (kill, and the end of a graceful shutdown).
