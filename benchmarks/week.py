@@ -345,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(scratch / "archive", ignore_errors=True)
     try:
         result = run_week(scratch, series=args.series, days=args.days, limit_mb=args.limit)
+    except RuntimeError as error:  # the run failed: its record says why
+        print(f"week: {error}", file=sys.stderr)
+        return 1
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -184,8 +184,8 @@ def _how_ended(status: int | None) -> str:
     if -status == signal.SIGKILL:  # what the out-of-memory killer sends
         return (
             f"its process was killed by {name}: most often the out-of-memory killer, when the"
-            " machine or the container's memory limit ran out (see dmesg or the container's"
-            " events)"
+            " machine's or the container's memory ran out; dmesg or the container's events"
+            " say so"
         )
     return f"its process was killed by {name}"
 
