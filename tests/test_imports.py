@@ -124,6 +124,62 @@ def test_the_process_that_runs_a_workbook_leaves_pandas_to_the_kernel(tmp_path: 
     assert "workbooks.running.runner" in loaded
     assert not {name.split(".")[0] for name in loaded} & {"pandas", "matplotlib", "numpy"}
     assert "pyarrow" not in loaded and "boto3" not in loaded  # papermill's hdfs:// and s3://
+    assert "IPython" not in loaded  # jupyter_client's kernelspec lookup asks it for a folder
+
+
+def test_kernelspecs_are_looked_for_where_ipython_would_say(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The kernel manager names IPython's kernels folder itself (manager.py): the same folder
+    IPython gives, with IPYTHONDIR set and unset, and the same list as jupyter_client's."""
+    from IPython.paths import get_ipython_dir
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from workbooks.running.manager import KernelManager, ipython_kernels
+
+    for ipythondir in (None, str(tmp_path / "ipython"), "~/elsewhere/../ipython"):
+        if ipythondir is None:
+            monkeypatch.delenv("IPYTHONDIR", raising=False)
+        else:
+            monkeypatch.setenv("IPYTHONDIR", ipythondir)
+        assert ipython_kernels() == os.path.join(get_ipython_dir(), "kernels")
+        assert KernelSpecManager().kernel_dirs[-1] == ipython_kernels()
+    manager = KernelManager(kernel_name="python3")
+    assert manager.kernel_spec_manager.kernel_dirs == KernelSpecManager().kernel_dirs
+    assert manager.kernel_spec.language == "python"
+
+
+def test_papermill_still_finds_the_plugins_packages_declare(tmp_path: Path) -> None:
+    """papermill's engines and I/O handlers of other packages (entry points) are registered
+    as before, though read once (running/plugins.py), and entrypoints is left as it was."""
+    (tmp_path / "fakeplug.py").write_text(
+        "class Engine:\n    pass\n\n\nclass Handler:\n    pass\n", encoding="utf-8"
+    )
+    info = tmp_path / "fakeplug-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(
+        "[papermill.engine]\nfake-engine = fakeplug:Engine\n\n"
+        "[papermill.io]\nfake:// = fakeplug:Handler\n",
+        encoding="utf-8",
+    )
+    code = (
+        "import entrypoints, workbooks.running.execution\n"
+        "from papermill.engines import papermill_engines\n"
+        "from papermill.iorw import papermill_io\n"
+        "assert papermill_engines.get_engine('fake-engine').__name__ == 'Engine'\n"
+        "assert papermill_io.get_handler('fake://x.ipynb').__name__ == 'Handler'\n"
+        "assert entrypoints.get_group_all.__module__ == 'entrypoints'\n"
+        "print(sorted(e.name for e in entrypoints.get_group_all('papermill.engine')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "['fake-engine']"
 
 
 def test_papermill_is_spared_pyarrow_but_nothing_else_is() -> None:

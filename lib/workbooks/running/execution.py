@@ -20,15 +20,18 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import nbformat
-import papermill
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from papermill.exceptions import PapermillExecutionError
 
 from workbooks.core.errors import RunFailedError
 from workbooks.core.findings import Finding, summary_markdown
 from workbooks.running.engine import ENGINE_NAME, register_engine
 from workbooks.running.kernels import Watchdog, kernel_manager_class
+from workbooks.running.plugins import plugins_read_once
 from workbooks.running.warm import WarmKernel, prepare
+
+with plugins_read_once():  # papermill reads its plugins at import
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
 
 ErrorKind = Literal["exception", "cell-timeout", "run-timeout", "dead-kernel", "internal"]
 ERROR_TAG = "workbooks-error"
