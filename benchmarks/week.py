@@ -12,9 +12,10 @@ with its drawers counted once, a page shared with other programs in part) and of
 run chose, the most points any series got, and what the run concluded.
 
 ``--limit MB`` runs the command in a memory cgroup held to MB (root, cgroup v1 or v2): the
-kernel then reclaims or kills as a container's limit would, and the cgroup's own peak is
-printed (the pages it was charged: the run's anonymous memory and the files it wrote, not
-libraries another process had already read).
+kernel then reclaims or kills as a container's limit would. The cgroup's own peak is printed
+too; it counts page cache (the files the run wrote, and the libraries it read that no other
+process had cached), which is reclaimed before anything is killed, so it may reach the limit
+in a run that needs less.
 
     .venv/bin/python benchmarks/week.py            # goal: peak under 500 MB, ~1,000 points
     .venv/bin/python benchmarks/week.py --limit 500
@@ -26,6 +27,7 @@ Needs the prometheus and promtool binaries (``make system-deps``). Nothing is as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -247,13 +249,12 @@ def run_week(
         command += ["--prometheus", server.url, "--lookback", f"{days}d"]
         started = time.perf_counter()
         process = subprocess.Popen(
-            command,
+            cgroup.inside(command) if cgroup else command,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
             cwd=ROOT,
-            preexec_fn=cgroup.enter if cgroup else None,  # the child moves in, then execs
         )
         memory = PeakMemory(process.pid)
         stdout, stderr = process.communicate(timeout=900)
@@ -267,7 +268,8 @@ def run_week(
     finally:
         server.stop()
         if cgroup:
-            cgroup.remove()
+            with contextlib.suppress(OSError):  # a process still in it: the error is above
+                cgroup.remove()
     if process.returncode not in (0, 1):  # 1: the run failed, and its record says why
         raise RuntimeError(f"workbook run failed ({process.returncode}):\n{stderr}")
     record = json.loads(stdout)
@@ -315,8 +317,8 @@ def describe(result: dict[str, Any]) -> str:
         peak = f"peak {result['peak_total_mb']:.0f} MB for the whole run (PSS"
         peak += f"; goal {MEMORY_GOAL_MB} MB"
     if result["limit_mb"]:
-        peak += f"; held to {result['limit_mb']} MB in a cgroup, which peaked at "
-        peak += f"{result['cgroup_peak_mb']:.0f} MB"
+        peak += f"; held to {result['limit_mb']} MB in a cgroup, whose charge peaked at "
+        peak += f"{result['cgroup_peak_mb']:.0f} MB, page cache included"
     return (
         f"{result['days']}-day window over {result['series_answered']:,} series "
         f"({result['samples']:,} samples in Prometheus): {peak}; the RSS sum "

@@ -186,12 +186,12 @@ def test_a_kernel_out_of_memory_at_a_containers_limit(tmp_path: Path) -> None:
         "print(json.dumps(e.error))\n"
     )
     try:
+        notebook = str(NOTEBOOKS / "kernel_dies.ipynb")
         done = subprocess.run(
-            [sys.executable, "-c", script, str(NOTEBOOKS / "kernel_dies.ipynb"), str(tmp_path)],
+            cgroup.inside([sys.executable, "-c", script, notebook, str(tmp_path)]),
             capture_output=True,
             text=True,
             timeout=180,
-            preexec_fn=cgroup.enter,
         )
         kills = cgroup.oom_kills()
     finally:

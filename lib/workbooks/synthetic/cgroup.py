@@ -17,8 +17,8 @@ ROOT = Path("/sys/fs/cgroup")
 class MemoryCgroup:
     """A cgroup of its own under the memory controller, held to ``limit_mb`` (without swap).
 
-    ``enter`` moves the calling process into it: pass it as ``preexec_fn`` so a child and all
-    it starts are held before they exec. ``remove`` when they have ended.
+    ``inside(argv)`` is a command that runs ``argv`` in it, with all it starts; ``remove``
+    when they have ended.
     """
 
     def __init__(self, path: Path, *, unified: bool) -> None:
@@ -46,12 +46,15 @@ class MemoryCgroup:
             raise
         return cgroup
 
-    def enter(self) -> None:
-        (self.path / "cgroup.procs").write_text(str(os.getpid()), encoding="ascii")
+    def inside(self, argv: list[str]) -> list[str]:
+        """``argv`` run in this cgroup: a shell moves itself in, then execs it. (Not a
+        ``preexec_fn``, which is unsafe in a process with threads, as pytest's workers are.)"""
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *argv]
 
     def peak_mb(self) -> float:
-        """The most memory the cgroup was charged (its processes' own pages and the files
-        they wrote; not the libraries another process had read already)."""
+        """The most memory the cgroup was charged: its processes' own pages and page cache
+        (the files they wrote or were first to read), which the kernel reclaims at the limit
+        before it kills anything."""
         name = "memory.peak" if self.unified else "memory.max_usage_in_bytes"
         return int(_read(self.path / name) or 0) / 1e6
 
