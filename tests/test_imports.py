@@ -25,13 +25,47 @@ def _modules_after(statement: str) -> set[str]:
     return set(json.loads(completed.stdout))
 
 
-def test_running_a_workbook_does_not_build_rfc3987s_grammar() -> None:
-    """jsonschema imports rfc3987_syntax (about 1 s at import) when present; runs never need it
-    (python-jsonschema/jsonschema#1428)."""
-    loaded = _modules_after("import workbooks.running.runner, nbformat, jsonschema")
-    assert "jsonschema" in loaded
-    assert "rfc3987_syntax" not in loaded
-    assert "lark" not in loaded
+FORMAT_CHECKERS = {
+    "fqdn",
+    "idna",
+    "isoduration",
+    "jsonpointer",
+    "rfc3339_validator",
+    "rfc3986_validator",
+    "rfc3987_syntax",
+    "uri_template",
+    "webcolors",
+}
+
+
+def test_running_a_workbook_loads_no_format_checker_nor_rfc3987s_grammar() -> None:
+    """jsonschema imports the checkers of optional string formats when they are installed
+    (about 55 ms of every run's command), among them rfc3987_syntax, which builds a Lark
+    grammar at import (about 1 s; python-jsonschema/jsonschema#1428). Runs never check formats."""
+    loaded = _modules_after("import workbooks, nbformat, jsonschema")
+    assert "jsonschema._format" in loaded
+    assert not FORMAT_CHECKERS & loaded
+    running = _modules_after("import workbooks.running.runner, papermill, nbformat, jsonschema")
+    assert not {"rfc3987_syntax", "lark"} & running
+
+
+def test_jsonschema_checks_its_other_formats_and_the_checkers_import_elsewhere() -> None:
+    """Only jsonschema's own import of the optional checkers is refused: it checks the formats
+    it needs no package for, skips the others as when they are absent, and the same packages
+    import as usual for anyone else in the process."""
+    loaded = _modules_after(
+        "import workbooks, nbformat, jsonschema\n"
+        "checker = jsonschema.FormatChecker()\n"
+        "assert not checker.conforms('not an address', 'ipv4')\n"
+        "assert checker.conforms('not a color', 'color')\n"
+        "import idna, webcolors, isoduration, rfc3986_validator\n"
+        "assert idna.encode('example.com') == b'example.com'"
+    )
+    assert {"idna", "webcolors", "isoduration", "rfc3986_validator"} <= loaded
+    installed = _modules_after(
+        "import jsonschema\nassert not jsonschema.FormatChecker().conforms('not a color', 'color')"
+    )
+    assert {"webcolors", "idna"} <= installed
 
 
 HEAVY = {"pandas", "papermill", "nbformat", "nbclient", "matplotlib", "numpy", "jupyter_client"}

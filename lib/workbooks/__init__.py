@@ -8,7 +8,7 @@ package is cheap: pandas and matplotlib load only when an incident is opened.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from workbooks.core.errors import (
     ArchiveError,
@@ -24,31 +24,51 @@ from workbooks.core.errors import (
     WorkbooksError,
 )
 
-# jsonschema imports rfc3987_syntax when it is installed (jupyter-events' jsonschema[format-nongpl]
-# pulls it in), and that module builds a Lark grammar at import: about 1 s added to every
-# `import nbformat`, so to papermill and every run. Nothing here validates IRI formats, so
-# jsonschema is left to skip that optional checker, as it does when the package is absent.
-# Upstream: https://github.com/python-jsonschema/jsonschema/issues/1428
-sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
+class _OptionalImportsRefused:
+    """Two libraries import optional packages that no run here uses, at a cost to every process
+    that runs a notebook (issue 12). Only their own import of those packages is refused: they
+    then carry on as they do when the package is absent, and anything else importing the same
+    package, in the same process or later, gets it as usual.
 
-class _PapermillWithoutRemoteStores:
-    """papermill.iorw imports pyarrow.fs (for hdfs:// notebooks) and papermill.s3 (boto3) when
-    they are installed: about 0.2 s of every process that runs a notebook, competing with the
-    kernel's start. Runs here read and write local notebooks only (the archive's s3:// is our
-    own fsspec code), so only papermill's own import of those two is refused: papermill then
-    registers its "missing dependency" handlers, as it does when they are absent. Anything else
-    importing pyarrow.fs or boto3, in the same process or later, gets them as usual.
+    - papermill.iorw imports pyarrow.fs (for hdfs:// notebooks) and papermill.s3 (boto3): about
+      0.2 s. Runs read and write local notebooks only (the archive's s3:// is our own fsspec
+      code); papermill registers its "missing dependency" handlers instead.
+    - jsonschema._format imports the checkers of optional string formats (uri, idn-hostname,
+      duration, color...; jupyter-events' ``jsonschema[format-nongpl]`` installs them): about
+      55 ms of ``import nbformat``, so of every run's command. Of them, rfc3987_syntax builds a
+      Lark grammar at import, about 1 s (python-jsonschema/jsonschema#1428). Formats are checked
+      only through a ``FormatChecker``, which neither nbformat, papermill nor this package uses;
+      jsonschema skips a format whose checker it could not import.
 
     A finder is any object with ``find_spec``: not subclassing ``importlib.abc.MetaPathFinder``
     spares every process importing that module (with importlib.resources: 40 ms, issue 12).
     """
 
-    _REFUSED = frozenset({"pyarrow", "pyarrow.fs", "papermill.s3"})
+    _REFUSED: ClassVar[dict[str, frozenset[str]]] = {
+        "papermill.iorw": frozenset({"pyarrow", "pyarrow.fs", "papermill.s3"}),
+        "jsonschema._format": frozenset(
+            {
+                "fqdn",
+                "idna",
+                "isoduration",
+                "jsonpointer",
+                "rfc3339_validator",
+                "rfc3986_validator",
+                "rfc3987",
+                "rfc3987_syntax",
+                "uri_template",
+                "webcolors",
+            }
+        ),
+    }
+    _NAMES: ClassVar[frozenset[str]] = frozenset().union(*_REFUSED.values())
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
-        if fullname in self._REFUSED and _imported_by("papermill.iorw"):
-            raise ImportError(f"{fullname} is not needed by papermill here")
+        if fullname in self._NAMES:
+            for importer, names in self._REFUSED.items():
+                if fullname in names and _imported_by(importer):
+                    raise ImportError(f"{fullname} is not needed by {importer} here")
         return None
 
 
@@ -63,8 +83,8 @@ def _imported_by(module: str) -> bool:
     return False
 
 
-if not any(isinstance(finder, _PapermillWithoutRemoteStores) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _PapermillWithoutRemoteStores())
+if not any(isinstance(finder, _OptionalImportsRefused) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _OptionalImportsRefused())
 
 if TYPE_CHECKING:
     from workbooks.notebook.incident import Incident
