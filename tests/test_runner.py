@@ -89,6 +89,31 @@ def test_success_runs_in_cwd_without_moving_ours(tmp_path: Path) -> None:
     assert "injected-parameters" in (tmp_path / "out.ipynb").read_text()
 
 
+def test_a_run_starts_no_heartbeat_thread(tmp_path: Path) -> None:
+    """A run's client asks the kernel manager whether the kernel lives (test_dead_kernel), so
+    it starts no heartbeat thread, whose start races with a quick run's stop in
+    jupyter_client 8.10 (the thread then opens sockets until "Too many open files")."""
+    from jupyter_client.channels import HBChannel
+
+    seen: list[threading.Thread] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.extend(t for t in threading.enumerate() if isinstance(t, HBChannel))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        execution = run("succeeds.ipynb", tmp_path, {"greeting": "hi"})
+    finally:
+        done.set()
+        watcher.join()
+    assert execution.status == "succeeded"
+    assert not seen
+
+
 def test_raising_cell_is_an_exception_with_its_cell(tmp_path: Path) -> None:
     execution = run("raises.ipynb", tmp_path)
     assert execution.status == "failed"

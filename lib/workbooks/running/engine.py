@@ -37,7 +37,12 @@ def connected_client(manager: AsyncKernelManager, *, timeout: float) -> Any:
 
 async def _connect(manager: AsyncKernelManager, timeout: float) -> Any:
     client = manager.client()
-    client.start_channels()
+    # No heartbeat channel: the client asks its kernel manager whether the kernel lives
+    # (jupyter_client does when the client is the manager's), never the heartbeat. And
+    # jupyter_client 8.10's heartbeat thread sets itself running after it starts: a client
+    # stopped before that (a run of a few ms on a loaded machine) leaves the thread opening
+    # sockets in a loop until the context has no room left ("Too many open files").
+    client.start_channels(hb=False)
     deadline = time.monotonic() + timeout
     try:
         while True:
