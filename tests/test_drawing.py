@@ -52,6 +52,22 @@ def drawer():  # the second drawer's pid comes once the first has loaded matplot
 """
 
 
+SEEN = """\
+import json, os
+from matplotlib.lines import Line2D
+from workbooks.notebook.figures import new_figure
+
+def figure(path):
+    line = Line2D([0, 1], [0, 1])
+    line.set(lw=3, linestyle="--", c="red")  # aliases and names, as set() takes them
+    said = {"pid": os.getpid(), "help": bool(Line2D.set.__doc__),
+            "set": [line.get_linewidth(), line.get_linestyle(), line.get_color()]}
+    with open(path, "w") as out:
+        json.dump(said, out)
+    return new_figure()
+"""
+
+
 def made_here(n: int | None) -> bytes:
     """The PNG drawn in this process of the notebook's ``bars(n)``, or ``series()`` if None."""
     if n is None:
@@ -106,7 +122,12 @@ def test_a_runs_charts_are_drawn_beside_it_each_in_its_place(tmp_path: Path, ker
         "sum(range(10**6))  # a cell with no chart",
         "print(json.dumps(drawer()))\nshow(bars(12))",  # ready only after the last cell
         "import sys\nprint(json.dumps('matplotlib' in sys.modules))",
+        # Drawn beside by a function of a module in the run's folder, which says what it saw.
+        "import seen\nfrom workbooks.notebook.charts import Chart\n"
+        "show(Chart(seen.figure, 'seen.json'))\n"
+        "import matplotlib.lines\nprint(json.dumps(bool(matplotlib.lines.Line2D.set.__doc__)))",
     ]
+    (tmp_path / "seen.py").write_text(SEEN)
     if kernel == "started for the run":
         execution, out = run(tmp_path, cells)
     else:
@@ -124,6 +145,16 @@ def test_a_runs_charts_are_drawn_beside_it_each_in_its_place(tmp_path: Path, ker
     assert no_placeholder_left(out)
     # A kernel started for its run never loads matplotlib: its drawer makes the figures.
     assert printed(out[4]) is (kernel != "started for the run")
+    # Its drawer loads matplotlib without the help texts, and set() works as ever; the
+    # kernel keeps them. (A warm kernel loaded matplotlib before the fork, help texts and
+    # all; its drawers started in the pool's folder, so this chart is drawn in the kernel.)
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert len(pngs(out[5])) == 1 and seen["set"] == [3.0, "--", "red"], "set() lost a property"
+    if kernel == "started for the run":
+        assert seen["pid"] in drawer["pids"] and seen["help"] is False
+    else:
+        assert seen["pid"] == first["kernel"] and seen["help"] is True
+    assert printed(out[5]) is True, "the kernel lost matplotlib's help texts"
     # The drawers end with their kernel.
     deadline = time.monotonic() + 10
     while any(map(psutil.pid_exists, drawer["pids"])) and time.monotonic() < deadline:
