@@ -237,10 +237,10 @@ def _without_help_texts() -> None:
     to write the class's ``set()`` signature and docstring, and the property lists
     (``matplotlib.artist.kwdoc``) that its methods' docstrings include: about half of the
     drawer's import of matplotlib and the figures (332 -> 166 ms of CPU, median of 8;
-    docs/performance.md). matplotlib PR #23686
-    made it cheaper; #22749 (open) would declare the properties instead of inspecting them.
-    A drawer only draws PNGs, and nothing there reads a docstring or a ``set()`` signature
-    (``set()`` itself is matplotlib's); the kernel, and JupyterLab's, keep them.
+    docs/performance.md). matplotlib PR #23686 made it cheaper; #22749 (open) would declare
+    the properties instead of inspecting them. A drawer only draws PNGs, and nothing there
+    reads a docstring or a ``set()`` signature (``set()`` itself is matplotlib's); the
+    kernel, and JupyterLab's, keep them.
     """
     if "matplotlib" in sys.modules:  # loaded before the fork (a service kernel's warm-up)
         return
