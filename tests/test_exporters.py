@@ -235,7 +235,10 @@ def test_idle_in_transaction_sessions_exhaust_connections(database: tuple) -> No
             for _ in range(20):
                 opened.append(idle_in_transaction(cluster, 1))
         # The exporter keeps its own two connections: it still reports with the server full.
-        assert len(opened) == 12 - 2
+        # Polled every 20 ms for 40 s (idle, and beside three busy loops) it held two, but under
+        # the whole suite's load CI once found a third slot taken when the tenth session came
+        # (one scrape overlapping a slow one could open it: postgres_exporter issue 1228).
+        assert 12 - 3 <= len(opened) <= 12 - 2
         prometheus.wait_for(idle, lambda v: v == [len(opened)], timeout_seconds=20)
         in_use = (
             "sum by (instance) (pg_stat_activity_count{instance='db-main'})"
