@@ -425,6 +425,23 @@ def test_listening_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
         serve(config=config, archive_dir=tmp_path, prometheus=None, workers=0)
 
 
+def test_the_service_keeps_the_ledgers_log_open_between_deliveries(tmp_path: Path) -> None:
+    """The last connection to close a WAL database checkpoints and deletes its log: each
+    delivery's transaction did that, and under a storm held the lock the next one waited for."""
+    archive = tmp_path / "archive"
+    log = archive / "intake.sqlite-wal"
+    service = Service(config=service_config(archive), archive_dir=archive, source="demo", workers=0)
+    assert not log.exists()  # the ledger was created, and its only connection closed
+    with ServiceThread(service) as running:
+        for number in range(3):
+            posted = running.post(delivery(alert(), group_key=f'{{}}:{{n="{number}"}}'))
+            assert len(posted.json()["queued"]) == 1
+            assert log.exists()
+        assert len(Intake.in_archive(archive, dedup_window_seconds=3600).runs()) == 3
+    assert not log.exists()  # released at the stop: all of it is in the file
+    assert len(Intake.in_archive(archive, dedup_window_seconds=3600).runs()) == 3
+
+
 # -- the ledger under contention -----------------------------------------------------------------
 
 

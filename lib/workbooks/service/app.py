@@ -353,6 +353,8 @@ class Service:
                 # workers cannot share kernels started by this process, so they start their own.
                 self.kernels = KernelPool(self.workers, warm_up=True)
             self._threads.append(_thread(self._supervise, "huey-consumer"))
+        if self.worker_type == "thread" or self.workers == 0:  # no fork from here on
+            self.intake.keep_open()
         self._threads.append(_thread(self._recovery_loop, "recovery"))
 
     def _supervise(self) -> None:
@@ -389,6 +391,7 @@ class Service:
         if self.kernels is not None:
             self.kernels.close()
         left = self.intake.counts()["running"] if self._consumer is not None else 0
+        self.intake.release()
         if left:
             log.warning("%d runs did not finish in time; they run again at the next start", left)
 

@@ -128,6 +128,14 @@ class Intake:
         database = database or configured_database()
         return cls(Path(archive_dir) / INTAKE_FILE, database=database, **kwargs)
 
+    def keep_open(self) -> None:
+        """For a long-lived process that does not fork: the SQLite ledger keeps an idle
+        connection between transactions (:meth:`SqliteLedger.keep_open`) until :meth:`release`."""
+        self.store.keep_open()
+
+    def release(self) -> None:
+        self.store.release()
+
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         """One atomic step; the store's errors arrive as :class:`ArchiveError`."""
