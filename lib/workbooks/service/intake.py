@@ -134,6 +134,7 @@ class Intake:
         self.store.keep_open()
 
     def release(self) -> None:
+        """Close what :meth:`keep_open` held."""
         self.store.release()
 
     @contextmanager

@@ -97,8 +97,8 @@ class SqliteLedger:
         no transaction, so checkpoints still run as the log grows.
 
         Only in a process that does not fork while it holds it: SQLite's locks do not cross a
-        fork, and a child's connections would take the parent's for its own (the service's
-        thread workers; not its process workers).
+        fork, and a forked child's connections would take the parent's locks for their own
+        (so the service's thread workers, not its process workers).
         """
         if self.kept is not None:
             return
