@@ -12,12 +12,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from jupyter_client.blocking import BlockingKernelClient
 
 from test_imports import _modules_after
 from test_warm import probe_notebook, run_probe
 from workbooks.core.errors import RunFailedError
 from workbooks.running.prelaunch import prelaunch
 from workbooks.running.warm import KernelPool, start_warm_kernel
+
+PRELOADED = ("pandas", "workbooks.notebook.incident", "workbooks.runbooks.steps")
 
 
 def test_the_prelaunch_needs_no_jupyter_client() -> None:
@@ -36,6 +39,33 @@ def test_a_run_gets_the_prelaunched_process_as_its_kernel(tmp_path: Path) -> Non
     assert counts[0] == 1 and counts == sorted(counts)
     assert first.process.poll() is not None, "the kernel outlived its run"
     assert not first.connection_file.exists(), "the connection file (with its key) was left"
+
+
+def test_a_one_run_kernel_does_its_imports_before_it_is_asked() -> None:
+    """The prelaunched kernel loads pandas and the package as it starts, and forks its chart
+    drawer once pandas is loaded: the first request it answers, not the preload, finds them."""
+    first = prelaunch()
+    assert first is not None
+    client = BlockingKernelClient(connection_file=str(first.connection_file))
+    client.load_connection_file()
+    client.start_channels()
+    drawing = "__import__('workbooks.notebook.drawing', fromlist=['_state'])._state"
+    try:
+        client.wait_for_ready(timeout=120)  # answered once its start, imports included, is done
+        reply = client.execute_interactive(
+            "",
+            silent=True,
+            user_expressions={
+                "loaded": f"sorted(__import__('sys').modules.keys() & {set(PRELOADED)!r})",
+                "drawer": f"{drawing}['drawer'] is not None or not {drawing}['enabled']",
+            },
+            timeout=60,
+        )
+    finally:
+        client.stop_channels()
+        first.discard()
+    found = {k: v["data"]["text/plain"] for k, v in reply["content"]["user_expressions"].items()}
+    assert found == {"loaded": repr(sorted(PRELOADED)), "drawer": "True"}
 
 
 def test_a_kernelspec_of_the_users_is_started_as_jupyter_would(

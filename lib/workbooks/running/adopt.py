@@ -15,7 +15,6 @@ from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
 
-from workbooks.running.kernels import KERNEL_ARGUMENTS
 from workbooks.running.manager import KernelManager
 from workbooks.running.prelaunch import Prelaunched
 
@@ -59,9 +58,12 @@ class _Adopted(LocalProvisioner):
             self.connection_file.unlink(missing_ok=True)
 
 
-def adopting_manager(kernel_name: str, prelaunched: Prelaunched) -> KernelManager | None:
+def adopting_manager(
+    kernel_name: str, prelaunched: Prelaunched, arguments: list[str]
+) -> KernelManager | None:
     """A manager that will take over ``prelaunched``, or None if jupyter_client would have
-    started another command (a kernelspec or transport encryption of the user's)."""
+    started another command with ``arguments`` after the connection file (a kernelspec or
+    transport encryption of the user's, or other arguments)."""
     manager = KernelManager(kernel_name=kernel_name)
     try:
         manager.connection_file = str(prelaunched.connection_file)
@@ -71,7 +73,7 @@ def adopting_manager(kernel_name: str, prelaunched: Prelaunched) -> KernelManage
             getattr(manager, "transport_encryption", "disabled") == "disabled"
             and not spec.env
             and not spec.metadata.get("kernel_provisioner")
-            and manager.format_kernel_cmd(list(KERNEL_ARGUMENTS)) == prelaunched.command
+            and manager.format_kernel_cmd(list(arguments)) == prelaunched.command
         )
     except Exception:  # the start through jupyter_client says what is wrong
         log.debug("prelaunched kernel not adopted", exc_info=True)

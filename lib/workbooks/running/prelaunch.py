@@ -7,10 +7,11 @@ took 0.45 to 0.55 s before the kernel's process existed. This module starts the 
 the same way with the standard library only, as the command's first act: ipykernel's launcher
 for the native ``python3`` kernel, a connection file with five free loopback ports, and
 jupyter_client's ``launch_kernel`` settings (a session of its own, stdin closed,
-``JPY_PARENT_PID``). :func:`workbooks.running.warm.start_warm_kernel` then adopts it, once
-jupyter_client is loaded, if jupyter_client would have started the very same command; otherwise
-it stops this process and starts its own (a ``python3`` kernelspec of the user's, transport
-encryption configured).
+``JPY_PARENT_PID``), as a kernel for one run, which does its imports as it starts, unasked
+(:func:`~workbooks.running.kernels.kernel_arguments`). :func:`workbooks.running.warm.
+start_warm_kernel` then adopts it, once jupyter_client is loaded, if jupyter_client would have
+started the very same command; otherwise it stops this process and starts its own (a
+``python3`` kernelspec of the user's, transport encryption configured).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from workbooks.running.kernels import KERNEL_ARGUMENTS, kernel_environment
+from workbooks.running.kernels import kernel_arguments, kernel_environment
 
 NATIVE_KERNEL = "python3"
 # ipykernel's own kernelspec; jupyter_client puts this interpreter in place of "python".
@@ -71,7 +72,8 @@ def prelaunch(kernel_name: str = NATIVE_KERNEL, *, cwd: Path | None = None) -> P
             json.dump(connection_info(kernel_name), out)
         log = tempfile.TemporaryFile()  # noqa: SIM115  (Prelaunched owns it)
         undo.callback(log.close)
-        command = [sys.executable, *NATIVE_ARGV, str(connection_file), *KERNEL_ARGUMENTS]
+        arguments = kernel_arguments(imports_at_start=True)  # a kernel for one run
+        command = [sys.executable, *NATIVE_ARGV, str(connection_file), *arguments]
         env = kernel_environment()
         launch_env = {**env, "JPY_PARENT_PID": str(os.getpid())}
         launch_env.pop("PYTHONEXECUTABLE", None)  # as jupyter_client's provisioner does

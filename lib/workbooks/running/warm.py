@@ -35,17 +35,18 @@ from jupyter_client.blocking import BlockingKernelClient
 
 from workbooks.core.errors import RunFailedError
 from workbooks.running.adopt import adopting_manager
-from workbooks.running.kernels import KERNEL_ARGUMENTS, kernel_environment
+from workbooks.running.kernels import (
+    DRAWER,
+    PRELOAD,
+    SHARED,
+    kernel_arguments,
+    kernel_environment,
+)
 from workbooks.running.manager import KernelManager
 from workbooks.running.prelaunch import Prelaunched
 
 log = logging.getLogger(__name__)
 
-# What every runbook's first cell imports, done before the run. The drawer (drawing.py) forks after
-# a service kernel's warm-up; in a kernel for one run, after SHARED (it loads matplotlib meanwhile).
-PRELOAD = "import pandas, workbooks.notebook.incident, workbooks.runbooks.steps"
-SHARED = "import pandas"
-DRAWER = "__import__('workbooks.notebook.drawing', fromlist=['start']).start()"
 WARM_UP = f"import workbooks.notebook.warmup\nworkbooks.notebook.warmup.warm_up()\n{DRAWER}"
 START_TIMEOUT_SECONDS = 60.0
 PRELOAD_TIMEOUT_SECONDS = 120.0
@@ -97,9 +98,12 @@ def start_warm_kernel(
     ``prelaunched`` process (:mod:`workbooks.running.prelaunch`) is adopted if it is the kernel
     jupyter_client would start (it keeps the folder it started in), and stopped otherwise.
     ``warm_up``, asked after the imports, says whether to run :data:`WARM_UP` before the
-    drawer starts (:data:`DRAWER`); without it, the drawer starts once :data:`SHARED` is loaded.
+    drawer starts (:data:`DRAWER`); without it, the drawer starts once :data:`SHARED` is loaded,
+    and the kernel does those imports as it starts (:func:`~workbooks.running.kernels.
+    kernel_arguments`), before ``preload`` is sent.
     """
-    manager = adopting_manager(kernel_name, prelaunched) if prelaunched else None
+    arguments = kernel_arguments(imports_at_start=warm_up is None)
+    manager = adopting_manager(kernel_name, prelaunched, arguments) if prelaunched else None
     if manager is None:
         if prelaunched is not None:
             prelaunched.discard()
@@ -114,7 +118,7 @@ def start_warm_kernel(
                 env=env,
                 stdout=kernel_log,
                 stderr=kernel_log,
-                extra_arguments=list(KERNEL_ARGUMENTS),
+                extra_arguments=arguments,
             )
         )
         if prelaunched is not None and manager.provisioner.process is not prelaunched.process:
