@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pyarrow import parquet
 
 from workbooks.core.config import Config, PrometheusSettings
 from workbooks.core.durations import parse_duration
@@ -496,6 +497,30 @@ def test_the_demo_replay_writes_evidence_that_replays_too(
 
     pd.testing.assert_frame_equal(again.current, first.current)
     pd.testing.assert_frame_equal(again.baseline, first.baseline)
+
+
+def test_a_replay_keeps_the_files_it_replayed_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replayed result is saved as the file it was read from, whatever wrote that (here
+    gzip-compressed Parquet, which this package never writes), not written again."""
+    recorded = tmp_path / "recorded"
+    monkeypatch.setenv("WORKBOOKS_EVIDENCE_DIR", str(recorded))
+    demo_incident().query("error_ratio")
+    entries = json.loads((recorded / "manifest.json").read_text(encoding="utf-8"))["entries"]
+    for entry in entries:  # as another writer, or another pyarrow, might have written them
+        path = recorded / entry["file"]
+        parquet.write_table(parquet.read_table(path), path, compression="gzip")
+
+    monkeypatch.setenv("WORKBOOKS_EVIDENCE_DIR", str(tmp_path / "copy"))
+    again = demo_incident(source=str(recorded)).query("error_ratio")
+
+    copied = json.loads((tmp_path / "copy" / "manifest.json").read_text(encoding="utf-8"))
+    assert copied["entries"] == entries
+    for entry in entries:
+        copy = tmp_path / "copy" / entry["file"]
+        assert copy.read_bytes() == (recorded / entry["file"]).read_bytes(), entry["file"]
+    assert not again.empty
 
 
 def test_evidence_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -199,6 +199,7 @@ class Incident:
                     window=window,
                     step_seconds=self.step_seconds,
                     frame=frame,
+                    recorded=self._recorded_file(key, result.query, role),
                 )
                 if role == "current":
                     result.current, series = frame, saved
@@ -224,6 +225,11 @@ class Incident:
         if baseline:
             roles.append(("baseline", self.window.shifted(self.baseline_offset)))
         return roles
+
+    def _recorded_file(self, key: str, query: str, role: str) -> Path | None:
+        """The file a replayed result was read from (None from a live source)."""
+        recorded_file = getattr(self._source, "recorded_file", None)
+        return recorded_file(key, query, role=role) if recorded_file is not None else None
 
     def _fetch(self, query: Fetched) -> list[Future[pd.DataFrame]]:
         """The query's window, and its baseline if asked, sent at once."""
