@@ -58,6 +58,7 @@ def test_a_one_run_kernel_does_its_imports_before_it_is_asked() -> None:
             user_expressions={
                 "loaded": f"sorted(__import__('sys').modules.keys() & {set(PRELOADED)!r})",
                 "drawer": f"{drawing}['drawer'] is not None or not {drawing}['enabled']",
+                "collector": "__import__('gc').isenabled()",  # off during the imports only
             },
             timeout=60,
         )
@@ -65,7 +66,7 @@ def test_a_one_run_kernel_does_its_imports_before_it_is_asked() -> None:
         client.stop_channels()
         first.discard()
     found = {k: v["data"]["text/plain"] for k, v in reply["content"]["user_expressions"].items()}
-    assert found == {"loaded": repr(sorted(PRELOADED)), "drawer": "True"}
+    assert found == {"loaded": repr(sorted(PRELOADED)), "drawer": "True", "collector": "True"}
 
 
 def test_a_kernelspec_of_the_users_is_started_as_jupyter_would(

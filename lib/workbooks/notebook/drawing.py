@@ -208,6 +208,7 @@ def _draw_forever(first: tuple[int, int], second: tuple[int, int]) -> None:
     PNG per chart received, and leaves when the kernel closes its pipe."""
     status = 1
     try:
+        gc.disable()  # while importing (off already if the kernel forked during its own)
         _without_help_texts()
         import matplotlib  # noqa: F401
 
@@ -215,6 +216,7 @@ def _draw_forever(first: tuple[int, int], second: tuple[int, int]) -> None:
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted cell is the kernel's
         gc.freeze()  # as the kernel did: matplotlib's pages stay shared with the second drawer
+        gc.enable()  # a chart's figure is a cycle: each is collected once drawn
         try:
             pid = os.fork()
         except OSError:  # one drawer, then: the kernel sees the second's pipes close

@@ -45,16 +45,14 @@ ONE_RUN_START = f"{SHARED}\n{DRAWER}\n{PRELOAD}"
 def kernel_arguments(*, imports_at_start: bool) -> list[str]:
     """The command-line arguments of a run's kernel after its connection file.
 
-    With ``imports_at_start`` the kernel runs :data:`ONE_RUN_START` as it starts (IPython's
-    ``exec_lines``, after its own start-up and before it answers any request) instead of
-    waiting for the command to ask: a one-shot command's kernel was ready 0.01 to 0.08 s
-    before the command, busy with its own imports, sent it the preload (docs/performance.md).
-    Its names are hidden from ``%who`` as IPython hides what ``exec_lines`` defines; the
-    preload sent after binds them as before.
+    With ``imports_at_start`` the kernel does :data:`ONE_RUN_START` as it starts, before it
+    answers any request (:class:`~workbooks.running.run_kernel.RunKernel`), instead of waiting
+    for the command to ask: a one-shot command's kernel was ready 0.01 to 0.08 s before the
+    command, busy with its own imports, sent it the preload (docs/performance.md).
     """
     arguments = list(KERNEL_ARGUMENTS)
     if imports_at_start:
-        arguments.append(f"--IPKernelApp.exec_lines={ONE_RUN_START}")
+        arguments.append("--RunKernel.imports_at_start=True")
     return arguments
 
 
