@@ -35,13 +35,7 @@ from jupyter_client.blocking import BlockingKernelClient
 
 from workbooks.core.errors import RunFailedError
 from workbooks.running.adopt import adopting_manager
-from workbooks.running.kernels import (
-    DRAWER,
-    PRELOAD,
-    SHARED,
-    kernel_arguments,
-    kernel_environment,
-)
+from workbooks.running.kernels import DRAWER, PRELOAD, SHARED, kernel_arguments, kernel_environment
 from workbooks.running.manager import KernelManager
 from workbooks.running.prelaunch import Prelaunched
 
